@@ -1,0 +1,347 @@
+"""Typed configuration: dataclasses, YAML presets and dotted command-line overrides.
+
+This is the only module that parses options. Networks and data sets receive explicit arguments taken
+from a :class:`Config`; nothing reads a global.
+
+A configuration comes from a preset name (``birds``, ``coco``, ``shapes``, shipped in
+``attngan/configs/``) or a YAML file, then ``key=value`` overrides such as ``train.batch_size=8``.
+A YAML file may name a preset to start from with a top-level ``preset:`` key. An unknown key or a
+value of the wrong type is a :class:`~attngan.errors.ConfigError` that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from attngan.errors import ConfigError
+
+DATA_FORMATS = ("cub", "coco", "folder")
+IMAGE_ENCODERS = ("inception", "cnn")
+
+
+@dataclass
+class DataConfig:
+    """Where the images and captions are and how samples are drawn (SPEC §2, §7)."""
+
+    format: str = "cub"  # one of DATA_FORMATS: CUB release layout, COCO, or an image-caption folder
+    root: str = "data/birds"  # the data set's folder; `--data DIR` sets it
+    captions_per_image: int = 10  # captions each image must have; the first this many are used
+    max_words: int = 18  # longer captions keep a random ordered subset (train) or are cut (eval)
+    workers: int = 2  # DataLoader worker processes
+    skip_bad: bool = (
+        False  # drop unreadable images / bad captions (and report how many) instead of failing
+    )
+    limit: int = 0  # use only the first N samples of a split (0: all); for quick runs and tests
+
+    def __post_init__(self) -> None:
+        _choice("data.format", self.format, DATA_FORMATS)
+        _at_least("data.captions_per_image", self.captions_per_image, 1)
+        _at_least("data.max_words", self.max_words, 1)
+        _at_least("data.workers", self.workers, 0)
+        _at_least("data.limit", self.limit, 0)
+
+
+@dataclass
+class ModelConfig:
+    """Network sizes (SPEC §3, §5, §6). Stage i generates ``base_size * 2**i`` pixels."""
+
+    stages: int = (
+        3  # generator stages; the first is the initial stage, the rest refine with attention
+    )
+    base_size: int = 64  # the first stage's image side, a power of two >= 16
+    gf: int = 32  # generator feature width (release GF_DIM)
+    df: int = 64  # discriminator feature width (release DF_DIM)
+    residual_blocks: int = 2  # residual blocks per refinement stage (release R_NUM)
+    z_dim: int = 100  # noise dimension
+    condition_dim: int = 100  # conditioning-augmentation output (release CONDITION_DIM)
+    embedding_dim: int = 256  # joint word/region space of DAMSM
+    word_dim: int = 300  # text-encoder word-embedding width
+    image_encoder: str = "inception"  # one of IMAGE_ENCODERS
+    legacy_mask_order: bool = False  # reproduce the release's padding-mask tiling (AttnGAN#93)
+
+    def __post_init__(self) -> None:
+        _at_least("model.stages", self.stages, 1)
+        if self.base_size < 16 or self.base_size & (self.base_size - 1):
+            raise ConfigError(
+                f"model.base_size must be a power of two >= 16 (got {self.base_size})"
+            )
+        for key in ("gf", "df", "residual_blocks", "z_dim", "condition_dim", "embedding_dim"):
+            _at_least(f"model.{key}", getattr(self, key), 1)
+        _at_least("model.word_dim", self.word_dim, 1)
+        _choice("model.image_encoder", self.image_encoder, IMAGE_ENCODERS)
+
+    @property
+    def image_sizes(self) -> list[int]:
+        """The side of each stage's image, smallest first."""
+        return [self.base_size * 2**i for i in range(self.stages)]
+
+
+@dataclass
+class DAMSMConfig:
+    """DAMSM encoder pre-training (SPEC §4)."""
+
+    batch_size: int = 48
+    epochs: int = 600
+    lr: float = 0.002
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_decay: float = 0.98  # multiply the learning rate by this after each epoch ...
+    min_lr: float = 0.0002  # ... while it is above this
+    grad_clip: float = 0.25  # text-encoder gradient-norm clip
+    gamma1: float = 4.0  # attention sharpness over regions (Eq. 9)
+    gamma2: float = 5.0  # word-score aggregation (Eq. 10)
+    gamma3: float = 10.0  # similarity scale in the posterior (Eq. 11)
+
+    def __post_init__(self) -> None:
+        _at_least("damsm.batch_size", self.batch_size, 2)
+        _at_least("damsm.epochs", self.epochs, 0)
+
+
+@dataclass
+class TrainConfig:
+    """GAN training (SPEC §7)."""
+
+    batch_size: int = 20
+    epochs: int = 600
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    damsm_lambda: float = (
+        5.0  # weight of the DAMSM loss in the generator loss (release SMOOTH.LAMBDA)
+    )
+    kl_weight: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    sample_every: int = 500  # steps between sample grids
+    checkpoint_every: int = 2000  # steps between checkpoints
+    keep_checkpoints: int = 3  # the last K checkpoints are kept
+
+    def __post_init__(self) -> None:
+        _at_least("train.batch_size", self.batch_size, 2)
+        _at_least("train.epochs", self.epochs, 0)
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay must be in [0, 1) (got {self.ema_decay})")
+        for key in ("sample_every", "checkpoint_every", "keep_checkpoints"):
+            _at_least(f"train.{key}", getattr(self, key), 1)
+
+
+@dataclass
+class Config:
+    """Everything a run needs; the resolved copy is written into every run folder."""
+
+    name: str = "birds"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    damsm: DAMSMConfig = field(default_factory=DAMSMConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _at_least(key: str, value: int | float, low: int | float) -> None:
+    if value < low:
+        raise ConfigError(f"{key} must be >= {low} (got {value})")
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)} (got {value!r})")
+
+
+# --- building from dictionaries
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp`` (an int is accepted for a float)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(key, value, option)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config key '{key}' expects {tp}, got {_describe(value)}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - guards against a new field type nobody taught this function
+        raise TypeError(f"unsupported config type {tp} for {key}")
+    raise ConfigError(f"config key '{key}' expects {_type_name(tp)}, got {_describe(value)}")
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _unknown_key(key: str, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    """Instantiate dataclass ``cls`` from a nested dict, rejecting unknown keys and wrong types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"config key '{prefix.rstrip('.')}' must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in fields:
+            raise _unknown_key(key, [prefix + f for f in fields])
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, f"{key}.")
+        else:
+            kwargs[name] = _coerce(key, value, tp)
+    return cls(**kwargs)
+
+
+def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the configuration, e.g. ``train.batch_size``."""
+    keys: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys += all_keys(tp, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    """Build a :class:`Config` from a nested dict (missing keys take their defaults)."""
+    return _build(Config, values)
+
+
+# --- presets, files and overrides
+
+
+def preset_names() -> list[str]:
+    """The presets shipped with the package."""
+    folder = resources.files("attngan") / "configs"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({exc.__class__.__name__})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: a config file must hold a mapping of keys")
+    return values
+
+
+def _load_values(preset_or_path: str) -> dict[str, Any]:
+    """The nested dict of a preset name or a YAML file, following a top-level ``preset:`` key."""
+    if preset_or_path in preset_names():
+        resource = resources.files("attngan") / "configs" / f"{preset_or_path}.yaml"
+        values = _read_yaml(resource.read_text(encoding="utf-8"), f"preset {preset_or_path}")
+    else:
+        path = Path(preset_or_path)
+        if not path.is_file():
+            raise ConfigError(
+                f"no preset or config file named '{preset_or_path}' "
+                f"(presets: {', '.join(preset_names())})"
+            )
+        values = _read_yaml(path.read_text(encoding="utf-8"), str(path))
+    base = values.pop("preset", None)
+    if base is not None:
+        if base == preset_or_path:
+            raise ConfigError(f"{preset_or_path}: a config cannot be based on itself")
+        merged = _load_values(str(base))
+        _merge(merged, values)
+        values = merged
+    return values
+
+
+def _merge(into: dict[str, Any], values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``train.batch_size=8`` into the key and its YAML-parsed value."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override '{text}' must look like key=value, e.g. train.batch_size=8")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each dotted ``key=value`` in the nested dict; unknown keys are an error naming them."""
+    known = all_keys()
+    for text in overrides:
+        key, value = parse_override(text)
+        if key not in known:
+            raise _unknown_key(key, known)
+        node = values
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return values
+
+
+def load_config(preset_or_path: str = "birds", overrides: list[str] | None = None) -> Config:
+    """A preset or YAML file plus ``key=value`` overrides, as a validated :class:`Config`."""
+    values = _load_values(preset_or_path)
+    return from_dict(apply_overrides(values, list(overrides or [])))
+
+
+def dump_config(config: Config) -> str:
+    """The resolved configuration as YAML, loadable again with :func:`load_config`."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def save_config(config: Config, path: str | Path) -> Path:
+    """Write the resolved configuration (e.g. ``RUN/config.yaml``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dump_config(config), encoding="utf-8")
+    return path

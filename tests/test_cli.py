@@ -1,0 +1,116 @@
+import pytest
+import yaml
+
+from attngan.cli import build_parser, main
+
+
+def _subcommands():
+    parser = build_parser()
+    top = next(a for a in parser._actions if a.dest == "command")
+    data = next(a for a in top.choices["data"]._actions if a.dest == "data_command")
+    return [["config"], *[["data", name] for name in data.choices]]
+
+
+def test_top_level_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "config" in out and "data" in out
+
+
+@pytest.mark.parametrize("command", _subcommands(), ids=" ".join)
+def test_every_subcommand_has_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0
+    assert "example" in capsys.readouterr().out
+
+
+def test_config_prints_resolved_yaml(capsys):
+    assert main(["config", "--config", "coco", "--set", "train.batch_size=3", "train.seed=5"]) == 0
+    values = yaml.safe_load(capsys.readouterr().out)
+    assert values["train"]["batch_size"] == 3 and values["train"]["seed"] == 5
+    assert values["model"]["gf"] == 48
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["config", "--set", "train.batchsize=8"], "unknown config key 'train.batchsize'"),
+        (["config", "--set", "train.batch_size=x"], "expects int"),
+        (["config", "--config", "nowhere.yaml"], "no preset or config file"),
+        (["data", "preview", "--data", "/no/such/folder"], "data folder not found"),
+    ],
+)
+def test_bad_input_is_one_clear_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("attngan: error:") and len(err.splitlines()) == 1
+
+
+def test_preview_writes_a_run_folder(folder_data, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    argv = [
+        "-q",
+        "data",
+        "preview",
+        "--data",
+        str(folder_data),
+        "--set",
+        "data.captions_per_image=3",
+        "--num",
+        "4",
+        "--out",
+        str(runs),
+    ]
+    assert main(argv) == 0
+    assert main(argv) == 0
+    first, second = sorted(runs.iterdir())
+    assert first.name == "00000-shapes-preview" and second.name == "00001-shapes-preview"
+    for name in ("config.yaml", "vocab.json", "preview.png", "log.txt"):
+        assert (first / name).is_file()
+    resolved = yaml.safe_load((first / "config.yaml").read_text())
+    assert resolved["data"]["root"] == str(folder_data)
+    assert resolved["data"]["captions_per_image"] == 3
+
+
+def test_preview_reports_a_corrupt_image(folder_data, tmp_path, capsys):
+    path = folder_data / "train" / "images" / "img0.png"
+    path.write_bytes(path.read_bytes()[:100])
+    argv = [
+        "data",
+        "preview",
+        "--data",
+        str(folder_data),
+        "--set",
+        "data.captions_per_image=3",
+        "--out",
+        str(tmp_path / "runs"),
+    ]
+    assert main(argv) == 2
+    assert "corrupt or truncated image" in capsys.readouterr().err
+    assert main([*argv, "--set", "data.skip_bad=true"]) == 0
+
+
+def test_vocab_export(folder_data, tmp_path):
+    out = tmp_path / "vocab.json"
+    assert (
+        main(
+            [
+                "data",
+                "vocab",
+                "--data",
+                str(folder_data),
+                "--set",
+                "data.captions_per_image=3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    from attngan.text import Vocabulary
+
+    vocab = Vocabulary.load(out)
+    assert "square" in vocab and vocab.word(0) == "<end>"

@@ -1,0 +1,111 @@
+import pickle
+from pathlib import Path
+
+import pytest
+
+from attngan.errors import DataError, VocabularyError
+from attngan.text import END_TOKEN, Vocabulary, load_plain_pickle, read_release_captions, tokenize
+
+from .conftest import CUB, needs_cub
+
+
+def test_tokenizer_follows_the_release():
+    assert tokenize("A Bird, with a very-long wing_span!") == [
+        "a",
+        "bird",
+        "with",
+        "a",
+        "very",
+        "long",
+        "wing_span",
+    ]
+    assert tokenize("café  naïve   ÉLAN") == ["caf", "nave", "lan"]  # non-ASCII dropped
+    assert tokenize("日本 !!") == []
+    assert tokenize("") == []
+
+
+def test_vocabulary_builds_encodes_and_decodes():
+    vocab = Vocabulary.build([tokenize("a red bird"), tokenize("a blue bird"), tokenize("a bird")])
+    assert vocab.word(0) == END_TOKEN and len(vocab) == 5
+    assert vocab.words[1:3] == ["a", "bird"]  # most frequent first
+    encoded = vocab.encode("A red PLANE bird")
+    assert encoded.unknown == ["plane"]
+    assert encoded.tokens == ["a", "red", "bird"]
+    assert vocab.decode(encoded.ids) == "a red bird"
+    assert vocab.decode([*encoded.ids, 0, 3, 3]) == "a red bird"  # stops at <end>
+
+
+def test_user_caption_errors_are_clear():
+    vocab = Vocabulary.build([["a", "bird"]])
+    with pytest.raises(VocabularyError, match="empty caption"):
+        vocab.encode("   ")
+    with pytest.raises(VocabularyError, match="empty caption"):
+        vocab.encode("?!")
+    with pytest.raises(VocabularyError, match="no known word.*zebra"):
+        vocab.encode("zebra crossing")
+    assert vocab.encode("zebra", strict=False).ids == []
+
+
+def test_vocabulary_json_round_trip_and_errors(tmp_path: Path):
+    vocab = Vocabulary.build([tokenize("the quick brown fox"), tokenize("the lazy dog")])
+    path = vocab.save(tmp_path / "vocab.json")
+    assert Vocabulary.load(path) == vocab
+    path.write_text('{"format": "something-else"}')
+    with pytest.raises(VocabularyError, match="not an attngan vocabulary"):
+        Vocabulary.load(path)
+    path.write_text("{truncated")
+    with pytest.raises(VocabularyError, match="not valid JSON"):
+        Vocabulary.load(path)
+    with pytest.raises(VocabularyError, match="not found"):
+        Vocabulary.load(tmp_path / "nope.json")
+    with pytest.raises(VocabularyError, match="first word"):
+        Vocabulary(["a", "b"])
+    with pytest.raises(VocabularyError, match="twice"):
+        Vocabulary([END_TOKEN, "a", "a"])
+
+
+@needs_cub
+def test_release_captions_pickle():
+    release = read_release_captions(CUB / "captions.pickle")
+    assert len(release.vocab) == 5450
+    assert release.vocab.word(0) == "<end>" and release.vocab.id("<end>") == 0
+    assert len(release.train) == 88550 and len(release.test) == 29330
+    assert release.vocab.decode(release.train[0]) == (
+        "a bird with a very long wing span and a long pointed beak"
+    )
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_restricted_unpickler_refuses_objects(tmp_path: Path, capsys):
+    path = tmp_path / "captions.pickle"
+    path.write_bytes(pickle.dumps([[], [], {0: "<end>"}, _Evil()], protocol=2))
+    with pytest.raises(DataError, match="refusing to load"):
+        read_release_captions(path)
+    assert "pwned" not in capsys.readouterr().out
+    path.write_bytes(pickle.dumps([[[1, 2]], [], {0: "<end>", 1: "a", 2: "b"}, {}])[:20])
+    with pytest.raises(DataError, match="truncated"):
+        read_release_captions(path)
+    path.write_bytes(pickle.dumps({"not": "a list"}))
+    with pytest.raises(DataError, match="expected"):
+        read_release_captions(path)
+    with pytest.raises(DataError, match="not found"):
+        load_plain_pickle(tmp_path / "missing.pickle")
+
+
+def test_release_pickle_round_trip(tmp_path: Path):
+    words = ["<end>", "a", "bird", "red"]
+    caps = [[1, 3, 2], [1, 2]]
+    path = tmp_path / "captions.pickle"
+    path.write_bytes(
+        pickle.dumps(
+            [caps, caps[:1], dict(enumerate(words)), {w: i for i, w in enumerate(words)}],
+            protocol=2,
+        )
+    )
+    release = read_release_captions(path)
+    assert release.vocab.words == words
+    assert release.vocab.decode(release.train[0]) == "a red bird"
