@@ -288,3 +288,18 @@ def test_cub_missing_tables(tmp_path):
     (tmp_path / "birds").mkdir()
     with pytest.raises(DataError, match=r"CUB table not found: .*images\.txt"):
         open_datasets(_cfg("birds", tmp_path / "birds"), progress=False)
+
+
+def test_malformed_coco_annotations(tmp_path):
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    ann = {"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1}]}
+    for name in ("train", "val"):
+        (root / "annotations" / f"captions_{name}2017.json").write_text(json.dumps(ann))
+    with pytest.raises(DataError, match=r"captions_train2017\.json: not a COCO captions file"):
+        open_datasets(_cfg("coco", root), progress=False)
+    ann["annotations"] = [{"image_id": 1, "caption": f"a cat {k}"} for k in range(5)]
+    (root / "annotations" / "captions_train2017.json").write_text(json.dumps(ann))
+    (root / "annotations" / "captions_val2017.json").unlink()
+    with pytest.raises(DataError, match="captions_val2017.json"):
+        open_datasets(_cfg("coco", root), progress=False)

@@ -6,7 +6,7 @@ one :class:`~attngan.data.dataset.TextImageDataset` serves them all:
 - ``cub``: CUB-200-2011 in the release's layout (SPEC §7), captions from ``text/`` or, when present,
   the release's ``captions.pickle`` with its vocabulary;
 - ``coco``: COCO's official layout (``annotations/captions_*.json``) or the release's layout;
-- ``folder``: the user's own images with ``metadata.jsonl`` (the Hugging Face ImageFolder convention).
+- ``folder``: the user's images with ``metadata.jsonl`` (Hugging Face ImageFolder convention).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Record:
 
 @dataclass
 class SplitRecords:
-    """What a reader returns: the records of each split, a vocabulary if the data set has its own."""
+    """A reader's result: each split's records, and the data set's own vocabulary if it has one."""
 
     records: dict[str, list[Record]]
     vocab: Vocabulary | None = None  # the release's captions.pickle vocabulary, when used
@@ -179,7 +179,12 @@ def read_cub(root: Path, captions_per_image: int, bad: BadSamples) -> SplitRecor
         rel = values[0]
         if image_id not in boxes or len(boxes[image_id]) != 4:
             raise DataError(f"{cub / 'bounding_boxes.txt'}: no box for image id {image_id}")
-        box_of_key[rel.rsplit(".", 1)[0]] = tuple(float(v) for v in boxes[image_id])
+        try:
+            box_of_key[rel.rsplit(".", 1)[0]] = tuple(float(v) for v in boxes[image_id])
+        except ValueError:
+            raise DataError(
+                f"{cub / 'bounding_boxes.txt'}: bad box for image id {image_id}"
+            ) from None
 
     def species(_i: int, key: str) -> int:
         try:
@@ -212,17 +217,26 @@ def _coco_annotation_file(root: Path, split: str) -> tuple[Path, Path]:
     )
 
 
-def _read_coco_json(path: Path) -> dict:
+def _read_coco_json(path: Path) -> tuple[list[tuple[int, str]], dict[int, list[str]]]:
+    """The images ``(id, file_name)`` by id, and each image's captions in annotation order."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        images, annotations = data["images"], data["annotations"]
+        images = sorted((int(im["id"]), str(im["file_name"])) for im in data["images"])
+        pairs = sorted(
+            (int(a.get("id", 0)), int(a["image_id"]), str(a["caption"]))
+            for a in data["annotations"]
+        )
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, ValueError) as exc:
         raise DataError(
-            f"{path}: not a COCO captions file (needs 'images' and 'annotations')"
+            f"{path}: not a COCO captions file (images need 'id' and 'file_name', annotations "
+            f"'image_id' and 'caption'; problem: {exc.__class__.__name__} {exc})"
         ) from None
-    return {"images": images, "annotations": annotations}
+    captions: dict[int, list[str]] = {}
+    for _, image_id, caption in pairs:
+        captions.setdefault(image_id, []).append(caption)
+    return images, captions
 
 
 def read_coco(root: Path, captions_per_image: int, bad: BadSamples) -> SplitRecords:
@@ -240,23 +254,16 @@ def read_coco(root: Path, captions_per_image: int, bad: BadSamples) -> SplitReco
     offset = 0
     for split in SPLITS:
         ann_path, image_dir = _coco_annotation_file(root, split)
-        data = _read_coco_json(ann_path)
-        texts: dict[int, list[tuple[int, str]]] = {}
-        for ann in data["annotations"]:
-            texts.setdefault(ann["image_id"], []).append((ann.get("id", 0), ann["caption"]))
+        images, captions = _read_coco_json(ann_path)
         records[split] = []
-        for image in sorted(data["images"], key=lambda im: im["id"]):
-            captions = [c for _, c in sorted(texts.get(image["id"], []))]
-            source = f"{ann_path} (image {image['file_name']})"
-            tokens = caption_tokens(captions, captions_per_image, source, bad)
+        for image_id, file_name in images:
+            source = f"{ann_path} (image {file_name})"
+            tokens = caption_tokens(captions.get(image_id, []), captions_per_image, source, bad)
             if tokens is not None:
-                key = Path(image["file_name"]).stem
+                key = Path(file_name).stem
                 # Class ids are unique per image: COCO has no species to mask (as in the release).
-                records[split].append(
-                    Record(
-                        key, image_dir / image["file_name"], tokens, offset + len(records[split])
-                    )
-                )
+                class_id = offset + len(records[split])
+                records[split].append(Record(key, image_dir / file_name, tokens, class_id))
         offset += len(records[split])
     return SplitRecords(records)
 
@@ -280,7 +287,7 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
 
 
 def _folder_split_rows(root: Path, split: str) -> tuple[Path, list[tuple[int, dict]]]:
-    """``root/<split>/metadata.jsonl``, else ``root/metadata.jsonl`` (filtered by a ``split`` field)."""
+    """``root/<split>/metadata.jsonl``, else ``root/metadata.jsonl`` (filtered by its ``split``)."""
     own = root / split / "metadata.jsonl"
     if own.is_file():
         return own, _read_jsonl(own)
