@@ -114,3 +114,26 @@ def test_vocab_export(folder_data, tmp_path):
 
     vocab = Vocabulary.load(out)
     assert "square" in vocab and vocab.word(0) == "<end>"
+
+
+def test_shapes_builds_and_loads_through_the_folder_path(tmp_path, capsys):
+    out = tmp_path / "shapes"
+    build = ["-q", "data", "shapes", "--out", str(out), "--num-train", "24", "--num-test", "8"]
+    assert main([*build, "--size", "64", "--workers", "1"]) == 0
+    from attngan.config import load_config
+    from attngan.data import open_datasets
+
+    data = open_datasets(load_config("shapes", [f"data.root={out}"]), progress=False)
+    assert len(data["train"]) == 24 and len(data["test"]) == 8
+    record = data["test"].records[0]
+    assert {"objects", "relation", "background", "held_out"} <= set(record.attributes)
+    sample = data["train"][3]
+    assert [tuple(im.shape) for im in sample.images] == [(3, 32, 32), (3, 64, 64)]
+    colours = {o["colour"] for r in data["train"].records for o in r.attributes["objects"]}
+    assert colours <= set(data.vocab.words)  # every colour word made it into the vocabulary
+    runs = tmp_path / "runs"
+    assert main(["-q", "data", "preview", "--data", str(out), "--out", str(runs)]) == 0
+    assert (runs / "00000-shapes-preview" / "preview.png").is_file()
+    # a different size into the same folder is refused with a clear message
+    assert main([*build, "--size", "32", "--workers", "1"]) == 2
+    assert "another output folder" in capsys.readouterr().err

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms.functional import pil_to_tensor
 
 CROP_MARGIN = 76 / 64  # the release resizes to size·76/64 before a random crop to size
 
@@ -35,7 +35,8 @@ def resize_short_side(image: Image.Image, size: int) -> Image.Image:
 
 def to_unit_range(image: Image.Image) -> torch.Tensor:
     """RGB image → ``[3, H, W]`` float tensor in [−1, 1]."""
-    return pil_to_tensor(image).float().div_(127.5).sub_(1.0)
+    array = torch.from_numpy(np.asarray(image, dtype=np.float32))  # [H, W, 3] in 0..255
+    return array.permute(2, 0, 1).div(127.5).sub_(1.0)
 
 
 class PyramidTransform:
