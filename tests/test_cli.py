@@ -8,7 +8,7 @@ def _subcommands():
     parser = build_parser()
     top = next(a for a in parser._actions if a.dest == "command")
     data = next(a for a in top.choices["data"]._actions if a.dest == "data_command")
-    return [["config"], *[["data", name] for name in data.choices]]
+    return [["config"], ["data"], *[["data", name] for name in data.choices]]
 
 
 def test_top_level_help_lists_the_commands(capsys):

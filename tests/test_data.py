@@ -72,6 +72,9 @@ def test_cub_release_layout_with_text_folder(cub_layout, tmp_path):
         open_datasets(_cfg("birds", root), progress=False)
     skipped = open_datasets(_cfg("birds", root, "data.skip_bad=true"), progress=False)
     assert len(skipped["test"]) == 2 and len(skipped.skipped) == 1
+    bad.unlink()
+    with pytest.raises(DataError, match=f"caption file not found: .*{bad.name}"):
+        open_datasets(_cfg("birds", root), progress=False)
 
 
 def test_cub_bounding_box_crop():

@@ -23,6 +23,9 @@ EXAMPLES = {
     "shapes": """example:
   attngan data shapes --out data/shapes                    # 10,000 train + 1,000 test, 128 px
   attngan data shapes --out /tmp/tiny --num-train 64 --num-test 16 --size 64""",
+    "data": """examples:
+  attngan data shapes --out data/shapes && attngan data preview
+  attngan data preview --config birds --data ~/data/birds      # check a CUB folder loads""",
     "preview": """examples:
   attngan data preview                                     # the shapes preset, data/shapes
   attngan data preview --config birds --data ~/data/birds --split test --num 8
@@ -138,14 +141,11 @@ def cmd_data_preview(args: argparse.Namespace) -> int:
 
 def cmd_data_vocab(args: argparse.Namespace) -> int:
     from attngan.data.records import read_records
-    from attngan.text import Vocabulary
 
     config = _config_from(args)
     data = config.data
     read = read_records(data.format, data.root, data.captions_per_image, data.skip_bad)
-    vocab = read.vocab or Vocabulary.build(
-        t for records in read.records.values() for r in records for t in r.captions
-    )
+    vocab = read.vocabulary()
     vocab.save(args.out)
     source = "the release's captions.pickle" if read.vocab else "the captions of both splits"
     log.info("wrote %d words from %s to %s", len(vocab), source, args.out)
@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
         "data",
         help="build, inspect and check data sets",
         description="Build the built-in data set, look at any data set, export its vocabulary.",
+        epilog=EXAMPLES["data"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 

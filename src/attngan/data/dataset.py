@@ -214,9 +214,7 @@ def open_datasets(
     data = config.data
     read = read_records(data.format, data.root, data.captions_per_image, data.skip_bad)
     if vocab is None:
-        vocab = read.vocab or Vocabulary.build(
-            tokens for records in read.records.values() for r in records for tokens in r.captions
-        )
+        vocab = read.vocabulary()
     result = Datasets(vocab, skipped=list(read.skipped))
     for split in splits:
         if split not in read.records:

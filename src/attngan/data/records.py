@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from attngan.errors import DataError
-from attngan.text import Vocabulary, load_plain_pickle, read_release_captions, tokenize
+from attngan.text import (
+    ReleaseCaptions,
+    Vocabulary,
+    load_plain_pickle,
+    read_release_captions,
+    tokenize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,13 @@ class SplitRecords:
     records: dict[str, list[Record]]
     vocab: Vocabulary | None = None  # the release's captions.pickle vocabulary, when used
     skipped: list[str] = field(default_factory=list)  # one message per dropped sample
+
+    def vocabulary(self) -> Vocabulary:
+        """The data set's own vocabulary, else every word of every split's captions (as the
+        release builds it)."""
+        if self.vocab is not None:
+            return self.vocab
+        return Vocabulary.build(t for rs in self.records.values() for r in rs for t in r.captions)
 
 
 class BadSamples:
@@ -103,13 +116,6 @@ def _read_table(path: Path) -> dict[str, list[str]]:
     return rows
 
 
-def _text_file_captions(path: Path) -> list[str]:
-    if not path.is_file():
-        raise DataError(f"caption file not found: {path}")
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    return [line for line in text.splitlines() if line.strip()]
-
-
 def _filenames(root: Path, split: str) -> list[str]:
     path = _require_file(root / split / "filenames.pickle", f"{split} file list")
     keys = load_plain_pickle(path)
@@ -132,41 +138,49 @@ def _release_layout(
     """``root/{train,test}/filenames.pickle`` + ``root/captions.pickle`` or ``root/text/*.txt``."""
     keys = {split: _filenames(root, split) for split in SPLITS}
     pickle_path = root / "captions.pickle"
-    vocab = None
-    if pickle_path.is_file():
-        release = read_release_captions(pickle_path)
-        vocab = release.vocab
-        encoded = {"train": release.train, "test": release.test}
+    release = read_release_captions(pickle_path) if pickle_path.is_file() else None
     records: dict[str, list[Record]] = {}
     for split in SPLITS:
-        if vocab is not None:
-            texts_of = _pickle_captions(pickle_path, keys[split], encoded[split], vocab)
+        if release is None:
+            captions = _text_folder_captions(root / "text", keys[split], bad)
         else:
-            texts_of = lambda _i, key: _text_file_captions(root / "text" / f"{key}.txt")  # noqa: E731
+            captions = _pickle_captions(pickle_path, keys[split], getattr(release, split), release)
         records[split] = []
-        for i, key in enumerate(keys[split]):
-            source = str(root / "text" / f"{key}.txt") if vocab is None else f"{pickle_path}[{key}]"
-            tokens = caption_tokens(texts_of(i, key), captions_per_image, source, bad)
+        for i, (key, (source, texts)) in enumerate(zip(keys[split], captions, strict=True)):
+            tokens = caption_tokens(texts, captions_per_image, source, bad)
             if tokens is not None:
                 records[split].append(
                     Record(key, image_path(key), tokens, class_id(i, key), bbox(key))
                 )
-    return SplitRecords(records, vocab)
+    return SplitRecords(records, release.vocab if release else None)
+
+
+def _text_folder_captions(
+    folder: Path, keys: list[str], bad: BadSamples
+) -> Iterator[tuple[str, list[str]]]:
+    """``(file, captions)`` of ``folder/<key>.txt`` for each key (none for a missing file)."""
+    for key in keys:
+        path = folder / f"{key}.txt"
+        if path.is_file():
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            yield str(path), [line for line in text.splitlines() if line.strip()]
+        else:
+            bad.report(f"caption file not found: {path}")
+            yield str(path), []
 
 
 def _pickle_captions(
-    path: Path, keys: list[str], captions: list[list[int]], vocab: Vocabulary
-) -> Callable[[int, str], list[str]]:
-    """The release stores ``N`` captions per image, image ``i``'s at ``i*N .. i*N+N-1``."""
+    path: Path, keys: list[str], captions: list[list[int]], release: ReleaseCaptions
+) -> Iterator[tuple[str, list[list[str]]]]:
+    """``(source, word lists)`` per key: the release stores ``N`` captions per image, image
+    ``i``'s at ``i*N .. i*N+N-1``."""
     if not keys or len(captions) % len(keys):
         raise DataError(f"{path}: {len(captions)} captions do not divide among {len(keys)} images")
     per_image = len(captions) // len(keys)
-    words = vocab.words
-
-    def texts(i: int, _key: str) -> list[list[str]]:
-        return [[words[w] for w in c] for c in captions[i * per_image : (i + 1) * per_image]]
-
-    return texts
+    words = release.vocab.words
+    for i, key in enumerate(keys):
+        group = captions[i * per_image : (i + 1) * per_image]
+        yield f"{path}[{key}]", [[words[w] for w in c] for c in group]
 
 
 def read_cub(root: Path, captions_per_image: int, bad: BadSamples) -> SplitRecords:
