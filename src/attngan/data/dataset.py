@@ -70,9 +70,9 @@ class TextImageDataset(Dataset):
         max_words: caption length cap (random ordered subset in training, truncation otherwise).
         train: random caption, crop and flip per draw; otherwise a fixed caption per item
             (chosen from ``seed``) and a centre crop.
-        skip_bad: check every image once now, drop unreadable ones and report how many; at draw
-            time a bad image is then replaced by the next good one. Otherwise a bad image raises
-            :class:`DataError` naming the file.
+        skip_bad: check every image once now and drop unreadable ones (their messages are in
+            ``skipped``); at draw time a bad image is then replaced by the next good one.
+            Otherwise a bad image raises :class:`DataError` naming the file.
     """
 
     def __init__(
@@ -134,13 +134,6 @@ class TextImageDataset(Dataset):
                 keep.append(i)
             except DataError as exc:
                 self.skipped.append(str(exc))
-        if len(keep) < len(self.records):
-            log.warning(
-                "skipped %d of %d samples with bad images (first: %s)",
-                len(self.records) - len(keep),
-                len(self.records),
-                self.skipped[-1],
-            )
         self.records = [self.records[i] for i in keep]
         self.captions = [self.captions[i] for i in keep]
 
@@ -234,5 +227,5 @@ def open_datasets(
         )
         result.skipped += result.splits[split].skipped
     if result.skipped:
-        log.warning("skipped %d bad samples; first: %s", len(result.skipped), result.skipped[0])
+        log.warning("skipped %d bad samples (first: %s)", len(result.skipped), result.skipped[0])
     return result

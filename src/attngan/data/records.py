@@ -360,7 +360,8 @@ def read_records(
     """Read both splits of a data set in layout ``fmt`` (see :data:`READERS`)."""
     root = Path(root)
     if not root.exists():
-        raise DataError(f"data folder not found: {root}")
+        hint = "build it with `attngan data shapes --out DIR`" if root.name == "shapes" else ""
+        raise DataError(f"data folder not found: {root} ({hint or 'give it with --data DIR'})")
     if fmt not in READERS:
         raise DataError(f"unknown data format {fmt!r} (one of {', '.join(READERS)})")
     bad = BadSamples(skip_bad)
