@@ -190,10 +190,11 @@ def test_pyramid_stages_are_the_same_crop():
     assert (other - stages[0]).abs().mean() > (down - stages[0]).abs().mean()
 
 
-def test_dataloader_batches_samples(folder_data):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_dataloader_batches_samples(folder_data, workers):
     cfg = _cfg("shapes", folder_data, "data.captions_per_image=3")
     dataset = open_datasets(cfg, ["train"], progress=False)["train"]
-    batch = next(iter(DataLoader(dataset, batch_size=4, num_workers=0)))
+    batch = next(iter(DataLoader(dataset, batch_size=4, num_workers=workers)))
     assert [tuple(im.shape) for im in batch.images] == [(4, 3, s, s) for s in cfg.model.image_sizes]
     assert batch.tokens.shape == (4, cfg.data.max_words) and batch.length.shape == (4,)
     assert len(batch.key) == 4
