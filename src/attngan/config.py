@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -168,18 +167,7 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Check ``value`` against the annotation ``tp`` (an int is accepted for a float)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(tp):
-            try:
-                return _coerce(key, value, option)
-            except ConfigError:
-                continue
-        raise ConfigError(f"config key '{key}' expects {tp}, got {_describe(value)}")
-    if tp is type(None):
-        if value is None:
-            return None
-    elif tp is bool:
+    if tp is bool:
         if isinstance(value, bool):
             return value
     elif tp is int:
