@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from attngan.errors import ConfigError
+from attngan.fileio import write_text_atomic
 
 DATA_FORMATS = ("cub", "coco", "folder")
 IMAGE_ENCODERS = ("inception", "cnn")
@@ -329,7 +330,4 @@ def dump_config(config: Config) -> str:
 
 def save_config(config: Config, path: str | Path) -> Path:
     """Write the resolved configuration (e.g. ``RUN/config.yaml``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dump_config(config), encoding="utf-8")
-    return path
+    return write_text_atomic(path, dump_config(config))

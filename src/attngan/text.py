@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attngan.errors import DataError, VocabularyError
+from attngan.fileio import write_text_atomic
 
 END_TOKEN = "<end>"  # index 0: end of caption and padding
 _WORD = re.compile(r"\w+")
@@ -142,12 +143,7 @@ class Vocabulary:
         return cls(words)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), ensure_ascii=True), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return write_text_atomic(path, json.dumps(self.to_json(), ensure_ascii=True))
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:

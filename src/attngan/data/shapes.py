@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from attngan.errors import DataError
+from attngan.fileio import write_text_atomic
 
 FORMAT_NAME = "attngan-shapes"
 FORMAT_VERSION = 1
@@ -764,13 +765,6 @@ def _info_json(info: ShapesInfo) -> dict[str, Any]:
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def build_shapes(
     out: str | Path,
     num_train: int = 10_000,
@@ -808,7 +802,7 @@ def build_shapes(
 
     info = ShapesInfo(root, num_train, num_test, image_size, seed, held,
                       time.perf_counter() - started, captions_per_image)  # fmt: skip
-    _write_atomic(root / "info.json", json.dumps(_info_json(info), indent=2) + "\n")
+    write_text_atomic(root / "info.json", json.dumps(_info_json(info), indent=2) + "\n")
     (root / _MARKER).unlink()
     return info
 
