@@ -67,6 +67,8 @@ class ModelConfig:
     word_dim: int = 300  # text-encoder word-embedding width
     image_encoder: str = "inception"  # one of IMAGE_ENCODERS
     legacy_mask_order: bool = False  # reproduce the release's padding-mask tiling (AttnGAN#93)
+    inception_align_corners: bool = False  # align_corners of the Inception encoder's 299 resize
+    cnn_channels: int = 32  # width of the small CNN image encoder's first block
 
     def __post_init__(self) -> None:
         _at_least("model.stages", self.stages, 1)
@@ -77,6 +79,9 @@ class ModelConfig:
         for key in ("gf", "df", "residual_blocks", "z_dim", "condition_dim", "embedding_dim"):
             _at_least(f"model.{key}", getattr(self, key), 1)
         _at_least("model.word_dim", self.word_dim, 1)
+        _at_least("model.cnn_channels", self.cnn_channels, 1)
+        if self.embedding_dim % 2:
+            raise ConfigError(f"model.embedding_dim must be even (got {self.embedding_dim})")
         _choice("model.image_encoder", self.image_encoder, IMAGE_ENCODERS)
 
     @property

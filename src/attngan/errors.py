@@ -17,3 +17,7 @@ class DataError(AttnGANError):
 
 class VocabularyError(AttnGANError, ValueError):
     """An empty caption, a caption with no known word, or a malformed vocabulary file."""
+
+
+class ModelError(AttnGANError):
+    """A missing, truncated or wrong-kind model or checkpoint, or weights that do not fit."""

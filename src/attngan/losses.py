@@ -1,0 +1,149 @@
+"""Loss terms as small pure functions (SPEC §4-§7); equation numbers are the paper's.
+
+Shapes: B batch, D joint width, T words (the batch's longest caption), N = h*w image regions.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attngan.models.discriminator import Discriminator
+from attngan.models.layers import check_shape
+
+EPS = 1e-8  # the release's cosine-similarity floor
+
+
+class MatchingLoss(NamedTuple):
+    """A DAMSM term in both directions: captions given an image, and images given a caption."""
+
+    image_to_text: Tensor  # CE over captions for each image (the release's loss0)
+    text_to_image: Tensor  # CE over images for each caption (loss1)
+
+    def total(self) -> Tensor:
+        return self.image_to_text + self.text_to_image
+
+
+class WordMatch(NamedTuple):
+    scores: Tensor  # [B_img, B_cap] R(Q_j, D_i) of Eq. 10, before gamma3
+    attention: Tensor  # [B, T, h, w] each caption's attention over its own image's regions (Eq. 9)
+
+
+def class_mask(class_ids: Tensor | None, batch: int, device: torch.device) -> Tensor | None:
+    """``[B, B]`` True where two different samples share a class: not used as negatives."""
+    if class_ids is None:
+        return None
+    check_shape("class_ids", class_ids, batch)
+    same = class_ids[:, None] == class_ids[None, :]
+    return same & ~torch.eye(batch, dtype=torch.bool, device=device)
+
+
+def matching_loss(scores: Tensor, class_ids: Tensor | None = None) -> MatchingLoss:
+    """Cross-entropy both ways on ``scores [B_img, B_cap]``, labels on the diagonal (Eq. 11-13)."""
+    batch = scores.size(0)
+    check_shape("scores", scores, batch, batch)
+    mask = class_mask(class_ids, batch, scores.device)
+    if mask is not None:
+        scores = scores.masked_fill(mask, float("-inf"))
+    labels = torch.arange(batch, device=scores.device)
+    return MatchingLoss(F.cross_entropy(scores, labels), F.cross_entropy(scores.t(), labels))
+
+
+def word_match(
+    regions: Tensor, words: Tensor, lengths: Tensor, gamma1: float = 4.0, gamma2: float = 5.0
+) -> WordMatch:
+    """Word-level matching score of every (image j, caption i) pair in one batched pass.
+
+    ``regions [B, D, h, w]``, ``words [B, D, T]``, ``lengths [B]``.
+    """
+    batch, dim, height, width = regions.shape
+    check_shape("words", words, batch, dim, None)
+    check_shape("lengths", lengths, batch)
+    steps = words.size(2)
+    v = regions.flatten(2)  # [B, D, N]
+    pad = torch.arange(steps, device=words.device)[None, :] >= lengths[:, None]  # [B_cap, T]
+    s = torch.einsum("idt,jdn->ijtn", words, v)  # [B_cap, B_img, T, N]  s = e^T v
+    s = s.masked_fill(pad[:, None, :, None], float("-inf")).softmax(dim=2)  # Eq. 8, over words
+    alpha = (gamma1 * s).softmax(dim=3)  # Eq. 9, over regions
+    context = torch.einsum("ijtn,jdn->ijtd", alpha, v)  # [B_cap, B_img, T, D]  c = v alpha^T
+    e = words.transpose(1, 2)[:, None]  # [B_cap, 1, T, D]
+    cos = (context * e).sum(-1) / (context.norm(dim=-1) * e.norm(dim=-1)).clamp(min=EPS)
+    cos = (gamma2 * cos).masked_fill(pad[:, None, :], float("-inf"))  # [B_cap, B_img, T]
+    scores = torch.logsumexp(cos, dim=2).t()  # Eq. 10: log sum_k exp(gamma2 R(c_k, e_k))
+    own = alpha.diagonal(dim1=0, dim2=1).permute(2, 0, 1)  # [B, T, N] caption i on image i
+    own = own.masked_fill(pad[:, :, None], 0.0)
+    return WordMatch(scores, own.reshape(batch, steps, height, width))
+
+
+def word_loss(
+    regions: Tensor,
+    words: Tensor,
+    lengths: Tensor,
+    class_ids: Tensor | None = None,
+    gamma1: float = 4.0,
+    gamma2: float = 5.0,
+    gamma3: float = 10.0,
+) -> MatchingLoss:
+    """DAMSM word loss (Eq. 11-13 on the word-level score of Eq. 10)."""
+    match = word_match(regions, words, lengths, gamma1, gamma2)
+    return matching_loss(gamma3 * match.scores, class_ids)
+
+
+def sentence_loss(
+    image: Tensor, sentence: Tensor, class_ids: Tensor | None = None, gamma3: float = 10.0
+) -> MatchingLoss:
+    """DAMSM sentence loss: the same posterior on ``cos(global image j, sentence i)``."""
+    check_shape("sentence", sentence, *image.shape)
+    dots = image @ sentence.t()  # [B_img, B_cap]
+    norms = image.norm(dim=1)[:, None] * sentence.norm(dim=1)[None, :]
+    return matching_loss(gamma3 * dots / norms.clamp(min=EPS), class_ids)
+
+
+def kl_loss(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)) averaged over elements, as the release: -0.5 mean(1 + log
+    sigma^2 - mu^2 - sigma^2)."""
+    return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def _bce(logits: Tensor, target: float) -> Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def discriminator_loss(
+    real_uncond: Tensor,
+    real_cond: Tensor,
+    fake_uncond: Tensor,
+    fake_cond: Tensor,
+    mismatched_cond: Tensor | None,
+) -> Tensor:
+    """``(real_uncond + real_cond)/2 + (fake_uncond + fake_cond + mismatched_cond)/3`` of BCE terms
+    (SPEC §6); without mismatched pairs (a batch of one) the fake side averages two terms."""
+    real = (_bce(real_uncond, 1.0) + _bce(real_cond, 1.0)) / 2
+    fakes = [_bce(fake_uncond, 0.0), _bce(fake_cond, 0.0)]
+    if mismatched_cond is not None and mismatched_cond.numel():
+        fakes.append(_bce(mismatched_cond, 0.0))
+    return real + sum(fakes) / len(fakes)
+
+
+def generator_adversarial_loss(fake_uncond: Tensor, fake_cond: Tensor) -> Tensor:
+    """The generator's term at one scale: both heads should call the fakes real."""
+    return _bce(fake_uncond, 1.0) + _bce(fake_cond, 1.0)
+
+
+def discriminator_scale_loss(
+    disc: Discriminator, real: Tensor, fake: Tensor, sentence: Tensor
+) -> Tensor:
+    """One discriminator's loss on real images, detached fakes and mismatched pairs (real image k
+    with sentence k+1)."""
+    real_h, fake_h = disc.features(real), disc.features(fake.detach())
+    mismatched = disc.conditional(real_h[:-1], sentence[1:]) if real.size(0) > 1 else None
+    return discriminator_loss(
+        disc.unconditional(real_h),
+        disc.conditional(real_h, sentence),
+        disc.unconditional(fake_h),
+        disc.conditional(fake_h, sentence),
+        mismatched,
+    )
