@@ -132,7 +132,16 @@ class SavedModel:
         return self.modules[component]
 
 
-def build_component(component: str, config: Config, vocab_size: int) -> nn.Module:
+def build_component(
+    component: str, config: Config, vocab_size: int, initialize: bool = True
+) -> nn.Module:
+    """Build one network from a config. With ``initialize=False`` its tensors are allocated but
+    not initialised (for weights about to be loaded: the release's orthogonal init of a large
+    network takes seconds)."""
+    if not initialize:
+        with torch.device("meta"):
+            module = build_component(component, config, vocab_size)
+        return module.to_empty(device="cpu")
     m = config.model
     if component == "generator":
         return build_generator(m)
@@ -231,7 +240,7 @@ def load_model(
     for component in wanted:
         if component not in available:
             raise ModelError(f"{path} has no {component.replace('_', ' ')}")
-        module = build_component(component, config, len(vocab))
+        module = build_component(component, config, len(vocab), initialize=False)
         load_weights(module, path / f"{component}.safetensors")
         modules[component] = module.to(device).eval()
     return SavedModel(path, meta["kind"], config, vocab, modules, meta)

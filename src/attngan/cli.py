@@ -30,6 +30,14 @@ EXAMPLES = {
   attngan data preview                                     # the shapes preset, data/shapes
   attngan data preview --config birds --data ~/data/birds --split test --num 8
   attngan data preview --config coco --data ~/coco --set data.skip_bad=true""",
+    "import-release": """examples:
+  # the release's pretrained birds model (DAMSMencoders/bird + bird_AttnGAN2.pth)
+  attngan import-release --generator bird_AttnGAN2.pth \
+      --text-encoder text_encoder200.pth --image-encoder image_encoder200.pth \
+      --captions data/birds/captions.pickle --out models/bird_attngan2
+  # a COCO model (config picked from the generator's size; --config coco to be explicit)
+  attngan import-release --generator coco_AttnGAN2.pth --text-encoder text_encoder100.pth \
+      --captions data/coco/captions.pickle --out models/coco_attngan2""",
     "vocab": """examples:
   attngan data vocab --config birds --data ~/data/birds --out birds_vocab.json
   attngan data vocab --config shapes --out shapes_vocab.json""",
@@ -152,6 +160,25 @@ def cmd_data_vocab(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_release(args: argparse.Namespace) -> int:
+    from attngan.legacy import import_release
+
+    overrides = [o for group in args.overrides for o in group]
+    out = import_release(
+        args.out,
+        generator=args.generator,
+        text_encoder=args.text_encoder,
+        captions=args.captions,
+        image_encoder=args.image_encoder,
+        discriminators=args.discriminators,
+        config=args.config,
+        overrides=overrides,
+        legacy_mask_order=not args.fix_mask,
+    )
+    log.info("wrote the imported model to %s", out)
+    return 0
+
+
 # --- the parser
 
 
@@ -220,6 +247,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=Path("runs"), help="runs folder (default runs)")
     p.set_defaults(func=cmd_data_preview)
+
+    p = _subparser(
+        commands,
+        "import-release",
+        "convert checkpoints of the original release (taoxugit/AttnGAN) into an attngan model",
+        "import-release",
+    )
+    files = p.add_argument_group("the release's files (read with weights_only=True)")
+    files.add_argument("--generator", type=Path, required=True, help="netG_epoch_N.pth")
+    files.add_argument("--text-encoder", type=Path, required=True, help="text_encoderN.pth")
+    files.add_argument(
+        "--captions",
+        type=Path,
+        required=True,
+        help="the data set's captions.pickle (the vocabulary the weights were trained with)",
+    )
+    files.add_argument(
+        "--image-encoder", type=Path, help="image_encoderN.pth (needed for the DAMSM loss)"
+    )
+    files.add_argument(
+        "--discriminators", type=Path, nargs="+", metavar="NETD", help="netD0.pth netD1.pth ..."
+    )
+    p.add_argument("--out", type=Path, required=True, help="the model folder to write")
+    p.add_argument(
+        "-c",
+        "--config",
+        metavar="PRESET|YAML",
+        help="where settings the weights do not fix come from (default: birds, or coco for a "
+        "COCO-sized generator)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value",
+    )
+    p.add_argument(
+        "--fix-mask",
+        action="store_true",
+        help="mask each caption's own padding in attention instead of reproducing the release's "
+        "mask order (taoxugit/AttnGAN#93); outputs then differ from the release's",
+    )
+    p.set_defaults(func=cmd_import_release)
 
     p = _subparser(
         data_commands,

@@ -246,6 +246,8 @@ def import_release(
     base = load_config(config, overrides or [])
     cfg = infer_model_config(base, g_state, t_state, str(generator))
     cfg.model.legacy_mask_order = legacy_mask_order
+    if d_states and "img_code_s16.0.weight" in d_states[0]:
+        cfg.model.df = d_states[0]["img_code_s16.0.weight"].shape[0]
     vocab = read_release_captions(captions).vocab
     rows = t_state["encoder.weight"].shape[0]
     if rows != len(vocab):
@@ -255,18 +257,21 @@ def import_release(
         )
     modules: dict[str, nn.Module] = {}
     modules["generator"] = from_release_state(
-        "generator", build_component("generator", cfg, len(vocab)), g_state, str(generator)
+        "generator", build_component("generator", cfg, len(vocab), False), g_state, str(generator)
     )
     modules["text_encoder"] = from_release_state(
-        "text_encoder", build_component("text_encoder", cfg, len(vocab)), t_state, str(text_encoder)
+        "text_encoder",
+        build_component("text_encoder", cfg, len(vocab), False),
+        t_state,
+        str(text_encoder),
     )
     if i_state is not None:
-        encoder = build_component("image_encoder", cfg, len(vocab))
+        encoder = build_component("image_encoder", cfg, len(vocab), False)
         modules["image_encoder"] = from_release_state(
             "image_encoder", encoder, i_state, str(image_encoder)
         )
     if d_states:
-        discs = build_component("discriminators", cfg, len(vocab))
+        discs = build_component("discriminators", cfg, len(vocab), False)
         if len(d_states) != len(discs):
             raise ModelError(
                 f"the generator has {len(discs)} stages but {len(d_states)} discriminators "

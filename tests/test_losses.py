@@ -1,0 +1,147 @@
+"""Loss terms against the release's per-caption loop and hand-computable cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attngan import losses
+from attngan.models import Discriminator
+
+from .reference import sentence_loss_loop, word_loss_loop
+
+
+def _inputs(batch=6, dim=16, steps=7, side=5, seed=0, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    regions = torch.randn(batch, dim, side, side, generator=gen, dtype=dtype)
+    words = torch.randn(batch, dim, steps, generator=gen, dtype=dtype)
+    lengths = torch.randint(1, steps + 1, (batch,), generator=gen)
+    lengths[0] = steps  # the longest caption fills T
+    lengths[1] = 1  # and a one-word caption
+    return regions, words, lengths
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_word_loss_equals_the_release_loop(masked, seed):
+    regions, words, lengths = _inputs(seed=seed)
+    class_ids = torch.tensor([3, 1, 3, 2, 1, 3]) if masked else None
+    batched = losses.word_loss(regions, words, lengths, class_ids)
+    loop0, loop1, _ = word_loss_loop(regions, words, lengths, class_ids)
+    torch.testing.assert_close(batched.image_to_text, loop0, rtol=1e-5, atol=0)
+    torch.testing.assert_close(batched.text_to_image, loop1, rtol=1e-5, atol=0)
+
+
+def test_word_loss_gradients_equal_the_loop():
+    regions, words, lengths = _inputs(batch=5, seed=3, dtype=torch.float64)
+    class_ids = torch.tensor([0, 1, 0, 2, 1])
+    for fn in ("batched", "loop"):
+        r, w = regions.clone().requires_grad_(), words.clone().requires_grad_()
+        if fn == "batched":
+            loss = losses.word_loss(r, w, lengths, class_ids).total()
+        else:
+            l0, l1, _ = word_loss_loop(r, w, lengths, class_ids)
+            loss = l0 + l1
+        loss.backward()
+        if fn == "batched":
+            grads = (r.grad, w.grad)
+        else:
+            torch.testing.assert_close(grads[0], r.grad, rtol=1e-7, atol=1e-10)
+            torch.testing.assert_close(grads[1], w.grad, rtol=1e-7, atol=1e-10)
+    # words past a caption's length take no part: their gradient is exactly zero
+    for i, n in enumerate(lengths.tolist()):
+        assert torch.count_nonzero(grads[1][i, :, n:]) == 0
+
+
+def test_word_attention_maps_match_the_loop_and_ignore_padding():
+    regions, words, lengths = _inputs(seed=4)
+    match = losses.word_match(regions, words, lengths)
+    _, _, maps = word_loss_loop(regions, words, lengths)
+    assert match.attention.shape == (6, 7, 5, 5)
+    for i, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(match.attention[i, :n], maps[i], rtol=1e-5, atol=1e-7)
+        assert torch.all(match.attention[i, n:] == 0)
+        sums = match.attention[i, :n].sum(dim=(1, 2))  # each word's attention over regions
+        torch.testing.assert_close(sums, torch.ones(n))
+
+
+def test_padding_content_does_not_change_the_word_loss():
+    regions, words, lengths = _inputs(seed=5)
+    noisy = words.clone()
+    for i, n in enumerate(lengths.tolist()):
+        noisy[i, :, n:] = 1e3 * torch.randn_like(noisy[i, :, n:])
+    a = losses.word_loss(regions, words, lengths).total()
+    b = losses.word_loss(regions, noisy, lengths).total()
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_sentence_loss_equals_the_loop(masked):
+    gen = torch.Generator().manual_seed(7)
+    image, sentence = torch.randn(2, 8, 32, generator=gen)
+    class_ids = torch.tensor([0, 0, 1, 2, 1, 0, 3, 4]) if masked else None
+    batched = losses.sentence_loss(image, sentence, class_ids)
+    loop0, loop1 = sentence_loss_loop(image, sentence, class_ids)
+    torch.testing.assert_close(batched.image_to_text, loop0, rtol=1e-5, atol=0)
+    torch.testing.assert_close(batched.text_to_image, loop1, rtol=1e-5, atol=0)
+
+
+def test_class_masking_removes_same_class_negatives_but_never_the_diagonal():
+    scores = torch.zeros(3, 3)
+    # all of one class: every off-diagonal pair is masked, so the posterior is certain
+    same = losses.matching_loss(scores, torch.tensor([5, 5, 5]))
+    assert same.image_to_text.item() == pytest.approx(0.0)
+    distinct = losses.matching_loss(scores, torch.tensor([0, 1, 2]))
+    assert distinct.image_to_text.item() == pytest.approx(math.log(3))
+    assert losses.matching_loss(scores).text_to_image.item() == pytest.approx(math.log(3))
+
+
+def test_perfect_matching_drives_the_loss_to_zero():
+    emb = F.normalize(torch.eye(4), dim=1)
+    loss = losses.sentence_loss(emb, emb, gamma3=50.0)
+    assert loss.total().item() < 1e-6
+
+
+def test_kl_loss():
+    assert losses.kl_loss(torch.zeros(3, 5), torch.zeros(3, 5)).item() == 0.0
+    mu, logvar = torch.full((2, 4), 2.0), torch.full((2, 4), math.log(3.0))
+    expected = -0.5 * (1 + math.log(3.0) - 4.0 - 3.0)
+    assert losses.kl_loss(mu, logvar).item() == pytest.approx(expected)
+
+
+def test_discriminator_loss_formula():
+    bce = math.log(2)  # BCE of a zero logit against either label
+    z = torch.zeros(4)
+    assert losses.discriminator_loss(z, z, z, z, z[:3]).item() == pytest.approx(2 * bce)
+    big = torch.full((4,), 30.0)
+    # confident and right on real and fakes: near zero; the mismatched term counts a third
+    loss = losses.discriminator_loss(big, big, -big, -big, big[:3])
+    assert loss.item() == pytest.approx(30.0 / 3, rel=1e-4)
+    assert losses.discriminator_loss(z, z, z, z, None).item() == pytest.approx(2 * bce)
+    assert losses.generator_adversarial_loss(big, big).item() < 1e-10
+
+
+def test_discriminator_scale_loss_pairs_image_k_with_sentence_k_plus_1(monkeypatch):
+    torch.manual_seed(0)
+    disc = Discriminator(16, df=4, embedding_dim=8)
+    real, fake, sentence = torch.randn(3, 3, 16, 16), torch.randn(3, 3, 16, 16), torch.randn(3, 8)
+    seen = []
+    original = disc.conditional
+
+    def spy(features, sent):
+        seen.append((features, sent))
+        return original(features, sent)
+
+    disc.eval()  # BatchNorm on running statistics, so features can be recomputed alike
+    monkeypatch.setattr(disc, "conditional", spy)
+    loss = losses.discriminator_scale_loss(disc, real, fake.requires_grad_(), sentence)
+    assert len(seen) == 3  # real, fake and mismatched pairs
+    mismatched = [(f, s) for f, s in seen if f.size(0) == 2]
+    assert len(mismatched) == 1
+    torch.testing.assert_close(mismatched[0][0], disc.features(real)[:-1])
+    assert torch.equal(mismatched[0][1], sentence[1:])
+    loss.backward()
+    assert fake.grad is None  # the fakes are detached for D's update

@@ -1,0 +1,292 @@
+"""Networks: shapes, sizes, attention masking, gradients and deterministic inference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attngan.config import load_config
+from attngan.errors import ModelError
+from attngan.models import (
+    CNNImageEncoder,
+    Discriminator,
+    Generator,
+    InceptionImageEncoder,
+    TextEncoder,
+    WordAttention,
+    build_discriminators,
+    build_generator,
+    build_text_encoder,
+    sample_noise,
+)
+
+from .reference import release_attention
+
+D = 16  # embedding width of the tiny test networks
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def text_inputs(batch=4, steps=6, seed=0, vocab=30):
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, steps + 1, (batch,), generator=gen)
+    lengths[0] = steps
+    tokens = torch.randint(1, vocab, (batch, steps), generator=gen)
+    tokens[torch.arange(steps)[None, :] >= lengths[:, None]] = 0
+    return tokens, lengths
+
+
+def tiny_generator(**kw) -> Generator:
+    args = dict(stages=2, base_size=16, gf=4, residual_blocks=1, z_dim=8, condition_dim=6)
+    args.update(kw)
+    return Generator(embedding_dim=D, **args)
+
+
+def generator_inputs(batch=3, steps=5, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    words = torch.randn(batch, D, steps, generator=gen)
+    mask = torch.zeros(batch, steps, dtype=torch.bool)
+    mask[1, 3:] = True
+    mask[2, 1:] = True
+    return torch.randn(batch, 8, generator=gen), torch.randn(batch, D, generator=gen), words, mask
+
+
+# --- sizes ---------------------------------------------------------------------------------------
+
+
+def test_parameter_counts_equal_the_release():
+    birds = load_config("birds").model
+    with torch.device("meta"):  # sizes only: skip allocating and initialising 130 M parameters
+        assert count(build_generator(birds)) == 7_084_592
+        assert count(build_text_encoder(birds, 5450)) == 2_075_320
+        discs = [round(count(d), -4) for d in build_discriminators(birds)]
+        assert discs == [6_310_000, 19_420_000, 71_860_000]
+        assert count(build_generator(load_config("coco").model)) == 13_811_456
+
+
+@pytest.mark.parametrize(
+    "stages,base,blocks", [(1, 16, 1), (2, 16, 2), (3, 16, 1), (2, 32, 1), (2, 64, 3)]
+)
+def test_generator_output_shapes(stages, base, blocks):
+    g = tiny_generator(stages=stages, base_size=base, residual_blocks=blocks)
+    z, sentence, words, mask = generator_inputs()
+    out = g(z, sentence, words, mask)
+    sizes = [base * 2**i for i in range(stages)]
+    assert [tuple(im.shape) for im in out.images] == [(3, 3, s, s) for s in sizes]
+    assert [tuple(a.shape) for a in out.attention] == [(3, 5, s, s) for s in sizes[:-1]]
+    assert all(im.abs().max() <= 1 for im in out.images)
+    assert out.mu.shape == out.logvar.shape == (3, 6)
+
+
+@pytest.mark.parametrize("size", [16, 32, 64, 128, 256])
+def test_discriminator_shapes(size):
+    disc = Discriminator(size, df=2, embedding_dim=D)
+    images, sentence = torch.randn(2, 3, size, size), torch.randn(2, D)
+    assert disc.features(images).shape == (2, 16, 4, 4)
+    out = disc(images, sentence)
+    assert out.unconditional.shape == out.conditional.shape == (2,)
+    assert (
+        Discriminator(size, df=2, embedding_dim=D, unconditional=False)(
+            images, sentence
+        ).unconditional
+        is None
+    )
+
+
+def test_shape_checks_name_the_input():
+    g = tiny_generator()
+    z, sentence, words, mask = generator_inputs()
+    with pytest.raises(ValueError, match=r"z: expected shape \[3, 8\], got \[3, 9\]"):
+        g(torch.randn(3, 9), sentence, words, mask)
+    with pytest.raises(ValueError, match="mask"):
+        g(z, sentence, words, mask[:, :2])
+    with pytest.raises(ValueError, match="images"):
+        Discriminator(32, df=2, embedding_dim=D).features(torch.randn(2, 3, 16, 16))
+
+
+def test_bad_sizes_are_refused():
+    with pytest.raises(ValueError, match="power of two"):
+        tiny_generator(base_size=48)
+    with pytest.raises(ValueError, match="stages"):
+        tiny_generator(stages=0)
+    with pytest.raises(ValueError, match="power of two"):
+        Discriminator(8)
+
+
+# --- word attention ------------------------------------------------------------------------------
+
+
+def _attention_case(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    h = torch.randn(3, 4, 5, 5, generator=gen)
+    words = torch.randn(3, D, 6, generator=gen)
+    mask = torch.zeros(3, 6, dtype=torch.bool)
+    mask[0, 4:] = True
+    mask[2, 2:] = True
+    return h, words, mask
+
+
+def test_attention_ignores_padding_and_sums_to_one():
+    att = WordAttention(4, D)
+    h, words, mask = _attention_case()
+    context, attention = att(h, words, mask)
+    assert context.shape == h.shape and attention.shape == (3, 6, 5, 5)
+    torch.testing.assert_close(attention.sum(dim=1), torch.ones(3, 5, 5))
+    assert torch.all(
+        attention.permute(0, 2, 3, 1)[mask[:, None, None, :].expand(-1, 5, 5, -1)] == 0
+    )
+    # a sample's attention does not depend on its batch mates or on what its padding holds
+    alone = att(h[2:], words[2:], mask[2:])[1]
+    torch.testing.assert_close(alone, attention[2:])
+    junk = words.clone()
+    junk[2, :, 2:] = 100.0
+    torch.testing.assert_close(att(h, junk, mask)[1], attention)
+
+
+def test_legacy_mask_order_reproduces_the_release_tiling():
+    torch.manual_seed(0)
+    att = WordAttention(4, D, legacy_mask_order=True)
+    h, words, mask = _attention_case(seed=1)
+    _, attention = att(h, words, mask)
+    projected = att.word_proj(words.transpose(1, 2)).transpose(1, 2)  # [B, C, T]
+    torch.testing.assert_close(attention, release_attention(h, projected, mask))
+    # the release's bug: some pixels attend to padded words, which the fixed order never does
+    att.legacy_mask_order = False
+    fixed = att(h, words, mask)[1]
+    assert not torch.allclose(attention, fixed)
+    assert attention[0, 4:].sum() > 0 and fixed[0, 4:].sum() == 0
+
+
+def test_legacy_and_fixed_order_agree_without_padding():
+    att = WordAttention(4, D, legacy_mask_order=True)
+    h, words, _ = _attention_case(seed=2)
+    mask = torch.zeros(3, 6, dtype=torch.bool)
+    legacy = att(h, words, mask)[1]
+    att.legacy_mask_order = False
+    torch.testing.assert_close(att(h, words, mask)[1], legacy)
+
+
+# --- text encoder --------------------------------------------------------------------------------
+
+
+def test_text_encoder_outputs():
+    enc = TextEncoder(30, word_dim=8, embedding_dim=D).eval()
+    tokens, lengths = text_inputs()
+    out = enc(tokens, lengths)
+    assert out.words.shape == (4, D, 6) and out.sentence.shape == (4, D)
+    assert torch.equal(out.mask, tokens == 0)
+    for i, n in enumerate(lengths.tolist()):
+        assert torch.all(out.words[i, :, n:] == 0)
+        # the sentence is the forward pass's last step and the backward pass's first
+        torch.testing.assert_close(out.sentence[i, : D // 2], out.words[i, : D // 2, n - 1])
+        torch.testing.assert_close(out.sentence[i, D // 2 :], out.words[i, D // 2 :, 0])
+    # a caption's features do not depend on its batch mates or on trailing padding
+    single = enc(tokens[1:2, : lengths[1]], lengths[1:2])
+    torch.testing.assert_close(single.sentence, out.sentence[1:2])
+    torch.testing.assert_close(single.words, out.words[1:2, :, : lengths[1]])
+
+
+def test_text_encoder_batch_width_is_the_longest_caption():
+    enc = TextEncoder(30, word_dim=8, embedding_dim=D).eval()
+    tokens = torch.tensor([[3, 4, 0, 0, 0], [5, 0, 0, 0, 0]])
+    out = enc(tokens, torch.tensor([2, 1]))
+    assert out.words.shape == (2, D, 2) and out.mask.tolist() == [[False, False], [False, True]]
+    with pytest.raises(ValueError, match="lengths"):
+        enc(tokens, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="lengths"):
+        enc(tokens, torch.tensor([6, 1]))
+
+
+# --- image encoders ------------------------------------------------------------------------------
+
+
+def test_cnn_image_encoder_shapes_and_resize():
+    enc = CNNImageEncoder(D, input_size=32, channels=4)
+    out = enc(torch.randn(2, 3, 32, 32))
+    assert out.regions.shape == (2, D, 4, 4) and out.image.shape == (2, D)
+    assert enc(torch.randn(2, 3, 64, 64)).regions.shape == (2, D, 4, 4)
+
+
+@pytest.fixture(scope="module")
+def inception():
+    torch.manual_seed(0)
+    return InceptionImageEncoder(D)
+
+
+def test_inception_encoder_shapes_and_frozen_trunk(inception):
+    out = inception(torch.rand(2, 3, 64, 64) * 2 - 1)
+    assert out.regions.shape == (2, D, 17, 17) and out.image.shape == (2, D)
+    (out.regions.mean() + out.image.mean()).backward()
+    trainable = {n for n, p in inception.named_parameters() if p.requires_grad}
+    assert trainable == {"region_proj.weight", "global_proj.weight", "global_proj.bias"}
+    assert all(inception.get_parameter(n).grad is not None for n in trainable)
+
+
+def test_inception_weights_load_from_a_torchvision_state_dict(inception, tmp_path):
+    from torchvision.models.inception import Inception3
+
+    torch.manual_seed(1)
+    reference = Inception3(aux_logits=True, init_weights=False)
+    path = tmp_path / "inception_v3_google.pth"
+    torch.save(reference.state_dict(), path)
+    inception.load_inception_weights(path)
+    assert torch.equal(inception.inception["Mixed_7c"].branch_pool.conv.weight,
+                       reference.Mixed_7c.branch_pool.conv.weight)  # fmt: skip
+    torch.save({"fc.weight": torch.zeros(3, 3)}, path)
+    with pytest.raises(ModelError, match="not an Inception-v3 state dict"):
+        inception.load_inception_weights(path)
+
+
+# --- gradients -----------------------------------------------------------------------------------
+
+
+def _assert_all_grads(module: torch.nn.Module) -> None:
+    missing = [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"no gradient reaches {missing}"
+    zero = [
+        n for n, p in module.named_parameters() if p.grad is not None and p.grad.abs().sum() == 0
+    ]
+    assert not zero, f"zero gradient at {zero}"
+
+
+def test_gradients_reach_every_trainable_parameter():
+    torch.manual_seed(0)
+    g = tiny_generator(stages=3, residual_blocks=2)
+    enc = TextEncoder(30, word_dim=8, embedding_dim=D)
+    img = CNNImageEncoder(D, input_size=64, channels=4)
+    discs = [Discriminator(s, df=2, embedding_dim=D) for s in (16, 32, 64)]
+    tokens, lengths = text_inputs()
+    text = enc(tokens, lengths)
+    out = g(torch.randn(4, 8), text.sentence, text.words, text.mask)
+    loss = sum(im.square().mean() for im in out.images) + out.mu.mean() + out.logvar.mean()
+    feats = img(out.images[-1])
+    loss = loss + feats.regions.mean() + feats.image.mean()
+    for disc, image in zip(discs, out.images, strict=True):
+        h = disc.features(image)
+        loss = loss + disc.unconditional(h).mean() + disc.conditional(h, text.sentence).mean()
+    loss.backward()
+    for module in (g, enc, img, *discs):
+        _assert_all_grads(module)
+
+
+# --- deterministic inference ---------------------------------------------------------------------
+
+
+def test_seed_fixes_all_noise_and_use_mean_removes_epsilon():
+    g = tiny_generator().eval()
+    _, sentence, words, mask = generator_inputs()
+    a, b = sample_noise(3, 8, 6, seed=5), sample_noise(3, 8, 6, seed=5)
+    assert torch.equal(a.z, b.z) and torch.equal(a.ca, b.ca)
+    assert not torch.equal(a.z, sample_noise(3, 8, 6, seed=6).z)
+    first = g(a.z, sentence, words, mask, ca_noise=a.ca).images[-1]
+    again = g(b.z, sentence, words, mask, ca_noise=b.ca).images[-1]
+    assert torch.equal(first, again)
+    other_eps = g(a.z, sentence, words, mask, ca_noise=torch.randn(3, 6)).images[-1]
+    assert not torch.allclose(first, other_eps)  # the release's sampling: eps changes the image
+    mean1 = g(a.z, sentence, words, mask, ca_noise=a.ca, use_mean=True)
+    mean2 = g(a.z, sentence, words, mask, ca_noise=torch.randn(3, 6), use_mean=True)
+    assert torch.equal(mean1.images[-1], mean2.images[-1])
+    mean3 = g(a.z, sentence, words, mask, use_mean=True)
+    torch.testing.assert_close(mean3.images[-1], mean1.images[-1])
