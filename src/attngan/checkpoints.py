@@ -65,7 +65,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
         raise ModelError(f"cannot read {path} as a PyTorch state dict: {reason}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
+    ):
         raise ModelError(f"{path} is not a state dict (a mapping of names to tensors)")
     if state and all(k.startswith("module.") for k in state):  # saved from nn.DataParallel
         state = {k[len("module.") :]: v for k, v in state.items()}
@@ -135,22 +137,18 @@ class SavedModel:
 def build_component(
     component: str, config: Config, vocab_size: int, initialize: bool = True
 ) -> nn.Module:
-    """Build one network from a config. With ``initialize=False`` its tensors are allocated but
-    not initialised (for weights about to be loaded: the release's orthogonal init of a large
-    network takes seconds)."""
-    if not initialize:
-        with torch.device("meta"):
-            module = build_component(component, config, vocab_size)
-        return module.to_empty(device="cpu")
+    """Build one network from a config. With ``initialize=False`` the generator and discriminators
+    skip the release's initialisation (for weights about to be loaded: its orthogonal init of a
+    large network takes seconds)."""
     m = config.model
     if component == "generator":
-        return build_generator(m)
+        return build_generator(m, initialize)
     if component == "text_encoder":
         return build_text_encoder(m, vocab_size)
     if component == "image_encoder":
         return build_image_encoder(m)
     if component == "discriminators":
-        return build_discriminators(m)
+        return build_discriminators(m, initialize)
     raise ValueError(f"unknown component {component!r}; expected one of {COMPONENTS}")
 
 
@@ -173,6 +171,10 @@ def save_model(
     vocab.save(path / VOCAB_FILE)
     for component, module in modules.items():
         save_weights(module, path / f"{component}.safetensors", component)
+    reserved = {"format", "version", "kind", "components", "vocab_size", "config"}
+    clash = reserved & set(info or {})
+    if clash:
+        raise ValueError(f"info may not set {', '.join(sorted(clash))}")
     meta = {
         "format": MODEL_FORMAT,
         "version": FORMAT_VERSION,
@@ -222,6 +224,8 @@ def load_model(
 ) -> SavedModel:
     """Load a model folder; ``kind`` checks what it is, ``components`` picks which networks to
     build (default: all it has)."""
+    if kind is not None and kind not in REQUIRED:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {list(REQUIRED)}")
     path = Path(path)
     meta = read_model_info(path)
     if kind is not None and meta["kind"] != kind:

@@ -29,7 +29,7 @@ __all__ = [
 ]  # fmt: skip
 
 
-def build_generator(m: ModelConfig) -> Generator:
+def build_generator(m: ModelConfig, initialize: bool = True) -> Generator:
     return Generator(
         stages=m.stages,
         base_size=m.base_size,
@@ -39,6 +39,7 @@ def build_generator(m: ModelConfig) -> Generator:
         condition_dim=m.condition_dim,
         embedding_dim=m.embedding_dim,
         legacy_mask_order=m.legacy_mask_order,
+        initialize=initialize,
     )
 
 
@@ -53,6 +54,8 @@ def build_image_encoder(m: ModelConfig) -> InceptionImageEncoder | CNNImageEncod
     return CNNImageEncoder(m.embedding_dim, input_size=m.image_sizes[-1], channels=m.cnn_channels)
 
 
-def build_discriminators(m: ModelConfig) -> nn.ModuleList:
+def build_discriminators(m: ModelConfig, initialize: bool = True) -> nn.ModuleList:
     """One discriminator per stage, smallest first."""
-    return nn.ModuleList(Discriminator(s, m.df, m.embedding_dim) for s in m.image_sizes)
+    return nn.ModuleList(
+        Discriminator(s, m.df, m.embedding_dim, initialize=initialize) for s in m.image_sizes
+    )

@@ -30,10 +30,16 @@ class Discriminator(nn.Module):
         df: feature width (release DF_DIM).
         embedding_dim: D, the sentence feature's width.
         unconditional: also build the unconditional head (the release does).
+        initialize: apply the release's initialisation (skip it for weights about to be loaded).
     """
 
     def __init__(
-        self, image_size: int, df: int = 64, embedding_dim: int = 256, unconditional: bool = True
+        self,
+        image_size: int,
+        df: int = 64,
+        embedding_dim: int = 256,
+        unconditional: bool = True,
+        initialize: bool = True,
     ) -> None:
         super().__init__()
         if image_size < 16 or image_size & (image_size - 1):
@@ -53,7 +59,8 @@ class Discriminator(nn.Module):
         self.uncond_logits = nn.Conv2d(features, 1, 4, 4) if unconditional else None
         self.cond_joint = ConvBlock(features + embedding_dim, features, 3, 1)
         self.cond_logits = nn.Conv2d(features, 1, 4, 4)
-        self.apply(release_init)
+        if initialize:
+            self.apply(release_init)
 
     def features(self, images: Tensor) -> Tensor:
         check_shape("images", images, None, 3, self.image_size, self.image_size)

@@ -119,6 +119,8 @@ class Generator(nn.Module):
         residual_blocks: residual blocks per refinement stage (release R_NUM).
         z_dim, condition_dim, embedding_dim: noise, conditioning and text-feature widths.
         legacy_mask_order: see :class:`~attngan.models.attention.WordAttention`.
+        initialize: apply the release's initialisation (skip it for weights about to be loaded:
+            orthogonal init of the large layers takes seconds).
     """
 
     def __init__(
@@ -131,6 +133,7 @@ class Generator(nn.Module):
         condition_dim: int = 100,
         embedding_dim: int = 256,
         legacy_mask_order: bool = False,
+        initialize: bool = True,
     ) -> None:
         super().__init__()
         if stages < 1:
@@ -146,7 +149,8 @@ class Generator(nn.Module):
         )
         self.stages = nn.ModuleList([InitialStage(z_dim + condition_dim, gf, base_size), *refine])
         self.to_image = nn.ModuleList(conv3x3(gf, 3) for _ in range(stages))
-        self.apply(release_init)
+        if initialize:
+            self.apply(release_init)
 
     def forward(
         self,
