@@ -4,11 +4,21 @@ import yaml
 from attngan.cli import build_parser, main
 
 
-def _subcommands():
-    parser = build_parser()
-    top = next(a for a in parser._actions if a.dest == "command")
-    data = next(a for a in top.choices["data"]._actions if a.dest == "data_command")
-    return [["config"], ["data"], *[["data", name] for name in data.choices]]
+def _subcommands(parser=None, prefix=()):
+    """Every command and nested action, e.g. ["config"], ["data"], ["data", "shapes"]."""
+    parser = parser or build_parser()
+    found = []
+    for action in parser._actions:
+        if isinstance(action.choices, dict) and action.dest.endswith("command"):
+            for name, sub in action.choices.items():
+                found.append([*prefix, name])
+                found.extend(_subcommands(sub, (*prefix, name)))
+    return found
+
+
+def test_the_command_list_is_complete():
+    names = [" ".join(c) for c in _subcommands()]
+    assert {"config", "data", "data shapes", "import-release"} <= set(names)
 
 
 def test_top_level_help_lists_the_commands(capsys):
