@@ -332,6 +332,25 @@ def test_save_model_overwrites_in_place(
         assert all(torch.equal(loaded[part].state_dict()[k], want[k]) for k in want)
 
 
+def test_overwrite_drops_old_networks_and_is_incomplete_while_writing(
+    saved_attngan: tuple[Path, dict], config: Config, vocab: Vocabulary, monkeypatch
+) -> None:
+    path, _ = saved_attngan
+    damsm = _build(config, vocab, DAMSM_PARTS, seed=4)
+    save_model(path, "damsm", config, vocab, damsm)
+    assert not (path / "generator.safetensors").exists()  # the old model's generator is gone
+    assert load_model(path).kind == "damsm"
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoints, "save_file", fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(path, "damsm", config, vocab, damsm)
+    with pytest.raises(ModelError, match="no model.json"):
+        load_model(path)  # not mistaken for a complete model
+
+
 @pytest.mark.parametrize(
     ("kind", "parts", "message"),
     [

@@ -124,6 +124,38 @@ def test_discriminator_loss_formula():
     assert losses.generator_adversarial_loss(big, big).item() < 1e-10
 
 
+def test_losses_without_the_unconditional_head():
+    torch.manual_seed(0)
+    z = torch.zeros(4)
+    # the release's formula then: real_cond + (fake_cond + mismatched_cond) / 2
+    big = torch.full((4,), 30.0)
+    loss = losses.discriminator_loss(None, z, None, -big, big[:3])
+    assert loss.item() == pytest.approx(math.log(2) + 30.0 / 2, rel=1e-4)
+    disc = Discriminator(16, df=4, embedding_dim=8, unconditional=False)
+    real, fake, sentence = torch.randn(3, 3, 16, 16), torch.randn(3, 3, 16, 16), torch.randn(3, 8)
+    assert torch.isfinite(losses.discriminator_scale_loss(disc, real, fake, sentence))
+    assert torch.isfinite(losses.generator_scale_loss(disc, fake, sentence))
+
+
+def test_generator_scale_loss_reaches_the_fakes():
+    torch.manual_seed(0)
+    disc = Discriminator(16, df=4, embedding_dim=8)
+    fake = torch.randn(3, 3, 16, 16, requires_grad=True)
+    loss = losses.generator_scale_loss(disc, fake, torch.randn(3, 8))
+    loss.backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+    out = disc(fake, torch.randn(3, 8))
+    assert losses.generator_adversarial_loss(
+        None, out.conditional
+    ) < losses.generator_adversarial_loss(out.unconditional, out.conditional)
+
+
+def test_class_ids_on_another_device_than_the_scores():
+    scores = torch.randn(3, 3, device="meta")
+    mask = losses.class_mask(torch.tensor([1, 1, 2]), 3, scores.device)
+    assert mask.device.type == "meta"
+
+
 def test_discriminator_scale_loss_pairs_image_k_with_sentence_k_plus_1(monkeypatch):
     torch.manual_seed(0)
     disc = Discriminator(16, df=4, embedding_dim=8)

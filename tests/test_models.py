@@ -234,6 +234,10 @@ def test_inception_weights_load_from_a_torchvision_state_dict(inception, tmp_pat
     inception.load_inception_weights(path)
     assert torch.equal(inception.inception["Mixed_7c"].branch_pool.conv.weight,
                        reference.Mixed_7c.branch_pool.conv.weight)  # fmt: skip
+    # files saved before PyTorch 0.4.1 (the release's Inception download) lack num_batches_tracked
+    old = {k: v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(old, path)
+    inception.load_inception_weights(path)
     torch.save({"fc.weight": torch.zeros(3, 3)}, path)
     with pytest.raises(ModelError, match="not an Inception-v3 state dict"):
         inception.load_inception_weights(path)

@@ -160,7 +160,8 @@ def save_model(
     modules: dict[str, nn.Module],
     info: dict | None = None,
 ) -> Path:
-    """Write a model folder (weights first, ``model.json`` last)."""
+    """Write a model folder (weights first, ``model.json`` last). Over an existing model folder,
+    its ``model.json`` goes first, so a write cut short never looks complete."""
     if kind not in REQUIRED:
         raise ValueError(f"unknown model kind {kind!r}; expected one of {list(REQUIRED)}")
     missing = [c for c in REQUIRED[kind] if c not in modules]
@@ -168,9 +169,13 @@ def save_model(
         raise ValueError(f"a {kind} model needs {', '.join(missing)}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    (path / MODEL_FILE).unlink(missing_ok=True)  # the folder is incomplete until it is rewritten
     vocab.save(path / VOCAB_FILE)
     for component, module in modules.items():
         save_weights(module, path / f"{component}.safetensors", component)
+    for component in COMPONENTS:  # a previous model's networks this one does not have
+        if component not in modules:
+            (path / f"{component}.safetensors").unlink(missing_ok=True)
     reserved = {"format", "version", "kind", "components", "vocab_size", "config"}
     clash = reserved & set(info or {})
     if clash:

@@ -37,6 +37,7 @@ def class_mask(class_ids: Tensor | None, batch: int, device: torch.device) -> Te
     if class_ids is None:
         return None
     check_shape("class_ids", class_ids, batch)
+    class_ids = class_ids.to(device)
     same = class_ids[:, None] == class_ids[None, :]
     return same & ~torch.eye(batch, dtype=torch.bool, device=device)
 
@@ -113,24 +114,31 @@ def _bce(logits: Tensor, target: float) -> Tensor:
 
 
 def discriminator_loss(
-    real_uncond: Tensor,
+    real_uncond: Tensor | None,
     real_cond: Tensor,
-    fake_uncond: Tensor,
+    fake_uncond: Tensor | None,
     fake_cond: Tensor,
     mismatched_cond: Tensor | None,
 ) -> Tensor:
     """``(real_uncond + real_cond)/2 + (fake_uncond + fake_cond + mismatched_cond)/3`` of BCE terms
-    (SPEC §6); without mismatched pairs (a batch of one) the fake side averages two terms."""
-    real = (_bce(real_uncond, 1.0) + _bce(real_cond, 1.0)) / 2
-    fakes = [_bce(fake_uncond, 0.0), _bce(fake_cond, 0.0)]
+    (SPEC §6). Each side averages the terms it has: without the unconditional head (None) it is
+    the release's ``real_cond + (fake_cond + mismatched_cond)/2``; without mismatched pairs (a
+    batch of one, where the release gives NaN) the fake side averages the other terms."""
+    reals = [_bce(real_cond, 1.0)]
+    fakes = [_bce(fake_cond, 0.0)]
+    if real_uncond is not None and fake_uncond is not None:
+        reals.append(_bce(real_uncond, 1.0))
+        fakes.append(_bce(fake_uncond, 0.0))
     if mismatched_cond is not None and mismatched_cond.numel():
         fakes.append(_bce(mismatched_cond, 0.0))
-    return real + sum(fakes) / len(fakes)
+    return sum(reals) / len(reals) + sum(fakes) / len(fakes)
 
 
-def generator_adversarial_loss(fake_uncond: Tensor, fake_cond: Tensor) -> Tensor:
-    """The generator's term at one scale: both heads should call the fakes real."""
-    return _bce(fake_uncond, 1.0) + _bce(fake_cond, 1.0)
+def generator_adversarial_loss(fake_uncond: Tensor | None, fake_cond: Tensor) -> Tensor:
+    """The generator's term at one scale: both heads (or the conditional one alone, when there is
+    no unconditional head) should call the fakes real."""
+    loss = _bce(fake_cond, 1.0)
+    return loss if fake_uncond is None else loss + _bce(fake_uncond, 1.0)
 
 
 def discriminator_scale_loss(
@@ -140,10 +148,17 @@ def discriminator_scale_loss(
     with sentence k+1)."""
     real_h, fake_h = disc.features(real), disc.features(fake.detach())
     mismatched = disc.conditional(real_h[:-1], sentence[1:]) if real.size(0) > 1 else None
+    uncond = disc.uncond_logits is not None
     return discriminator_loss(
-        disc.unconditional(real_h),
+        disc.unconditional(real_h) if uncond else None,
         disc.conditional(real_h, sentence),
-        disc.unconditional(fake_h),
+        disc.unconditional(fake_h) if uncond else None,
         disc.conditional(fake_h, sentence),
         mismatched,
     )
+
+
+def generator_scale_loss(disc: Discriminator, fake: Tensor, sentence: Tensor) -> Tensor:
+    """The generator's adversarial loss against one discriminator (gradients flow into ``fake``)."""
+    out = disc(fake, sentence)
+    return generator_adversarial_loss(out.unconditional, out.conditional)

@@ -83,6 +83,9 @@ class InceptionImageEncoder(nn.Module):
 
         state = load_state_dict_file(path)
         wanted = self.inception.state_dict()
+        for key, value in wanted.items():  # absent from files saved before PyTorch 0.4.1
+            if key.endswith("num_batches_tracked") and key not in state:
+                state[key] = torch.zeros_like(value)
         missing = [k for k in wanted if k not in state]
         if missing:
             raise ModelError(
