@@ -61,7 +61,11 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="the data set's folder (sets data.root)",
     )
-    group.add_argument(
+    _add_set_option(group)
+
+
+def _add_set_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -72,10 +76,15 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` values of every occurrence, in order."""
+    return [o for group in args.overrides for o in group]
+
+
 def _config_from(args: argparse.Namespace):
     from attngan.config import load_config
 
-    overrides = [o for group in args.overrides for o in group]
+    overrides = _overrides(args)
     if args.data is not None:
         overrides.append(f"data.root={args.data}")
     return load_config(args.config, overrides)
@@ -163,7 +172,6 @@ def cmd_data_vocab(args: argparse.Namespace) -> int:
 def cmd_import_release(args: argparse.Namespace) -> int:
     from attngan.legacy import import_release
 
-    overrides = [o for group in args.overrides for o in group]
     out = import_release(
         args.out,
         generator=args.generator,
@@ -172,7 +180,7 @@ def cmd_import_release(args: argparse.Namespace) -> int:
         image_encoder=args.image_encoder,
         discriminators=args.discriminators,
         config=args.config,
-        overrides=overrides,
+        overrides=_overrides(args),
         legacy_mask_order=not args.fix_mask,
     )
     log.info("wrote the imported model to %s", out)
@@ -277,15 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where settings the weights do not fix come from (default: birds, or coco for a "
         "COCO-sized generator)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value",
-    )
+    _add_set_option(p)
     p.add_argument(
         "--fix-mask",
         action="store_true",

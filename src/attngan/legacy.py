@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from attngan.checkpoints import load_state_dict_file, save_model
+from attngan.checkpoints import build_component, load_state_dict_file, save_model
 from attngan.config import Config, load_config
 from attngan.errors import ModelError
 from attngan.models import Discriminator
@@ -195,7 +195,7 @@ def infer_model_config(
     cond4, embedding_dim = _shape(generator, "ca_net.fc.weight", source)
     _, in_dim = _shape(generator, "h_net1.fc.0.weight", source)
     gf = _shape(generator, "img_net1.img.0.weight", source)[1]
-    vocab_size, word_dim = _shape(text_encoder, "encoder.weight", source)
+    word_dim = _shape(text_encoder, "encoder.weight", source)[1]  # rows: checked by the caller
     hidden = _shape(text_encoder, "rnn.weight_hh_l0", source)[1]
     if 2 * hidden != embedding_dim:
         raise ModelError(
@@ -214,7 +214,6 @@ def infer_model_config(
         word_dim=word_dim,
         image_encoder="inception",
     )
-    del vocab_size  # checked against the vocabulary by the caller
     return dataclasses.replace(base, model=model)
 
 
@@ -235,8 +234,6 @@ def import_release(
     generator is COCO-sized, gf 48); ``legacy_mask_order`` keeps the release's attention masking
     (its weights were trained with it).
     """
-    from attngan.checkpoints import build_component
-
     g_state = read_release_file(generator, "generator")
     t_state = read_release_file(text_encoder, "text_encoder")
     i_state = read_release_file(image_encoder, "image_encoder") if image_encoder else None
