@@ -156,6 +156,12 @@ def test_class_ids_on_another_device_than_the_scores():
     assert mask.device.type == "meta"
 
 
+def test_lengths_on_another_device_than_the_features():
+    regions, words = torch.randn(3, 8, 4, 4, device="meta"), torch.randn(3, 8, 5, device="meta")
+    match = losses.word_match(regions, words, torch.tensor([5, 2, 1]))
+    assert match.scores.shape == (3, 3) and match.scores.device.type == "meta"
+
+
 def test_discriminator_scale_loss_pairs_image_k_with_sentence_k_plus_1(monkeypatch):
     torch.manual_seed(0)
     disc = Discriminator(16, df=4, embedding_dim=8)

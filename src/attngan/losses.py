@@ -64,6 +64,7 @@ def word_match(
     check_shape("words", words, batch, dim, None)
     check_shape("lengths", lengths, batch)
     steps = words.size(2)
+    lengths = lengths.to(words.device)  # a data loader's lengths stay on the CPU
     v = regions.flatten(2)  # [B, D, N]
     pad = torch.arange(steps, device=words.device)[None, :] >= lengths[:, None]  # [B_cap, T]
     s = torch.einsum("idt,jdn->ijtn", words, v)  # [B_cap, B_img, T, N]  s = e^T v
