@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from attngan import __version__
-from attngan.errors import AttnGANError
+from attngan.errors import AttnGANError, ConfigError
 
 log = logging.getLogger("attngan")
 
@@ -38,9 +38,26 @@ EXAMPLES = {
   # a COCO model (config picked from the generator's size; --config coco to be explicit)
   attngan import-release --generator coco_AttnGAN2.pth --text-encoder text_encoder100.pth \
       --captions data/coco/captions.pickle --out models/coco_attngan2""",
+    "train-damsm": """examples:
+  attngan train-damsm                                      # shapes preset, data/shapes
+  attngan train-damsm --config birds --data ~/data/birds \
+      --set damsm.inception_weights=inception_v3_google-0cc3c7bd.pth
+  attngan train-damsm --resume runs/00000-shapes-damsm     # continue after Ctrl-C or a crash
+  attngan train-damsm --resume runs/00000-shapes-damsm --set damsm.epochs=60   # train longer""",
+    "train": """examples:
+  attngan train --damsm runs/00000-shapes-damsm            # GAN on the DAMSM run's encoders
+  attngan train --config birds --data ~/data/birds --damsm models/bird_damsm
+  attngan train --resume runs/00001-shapes-gan             # continue after Ctrl-C or a crash
+  tensorboard --logdir runs                                # watch losses and samples""",
     "vocab": """examples:
   attngan data vocab --config birds --data ~/data/birds --out birds_vocab.json
   attngan data vocab --config shapes --out shapes_vocab.json""",
+    "generate": """examples:
+  attngan generate --model runs/00001-shapes-gan/model "a red circle at the top left" \\
+      --num-images 4 --out generated
+  attngan generate --model models/bird_attngan2 --captions-file captions.txt --device auto
+  # captions.txt: one caption a line; blank lines and lines starting with '#' are skipped
+  # writes generated/CCC-JJ-stageK-SIZEpx.png, CCC-JJ-attention.png and captions.json""",
 }
 
 
@@ -187,6 +204,136 @@ def cmd_import_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_at_least(minimum: int):
+    """An argparse type: an int >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum} (got {value})")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its message: "invalid int value"
+    return parse
+
+
+def _read_captions_file(path: Path) -> list[str]:
+    """One caption a line; blank lines and lines starting with '#' are skipped."""
+    from attngan.errors import DataError
+
+    if not path.is_file():
+        raise DataError(f"captions file not found: {path}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read captions file {path}: {exc}") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from attngan.errors import DataError
+    from attngan.pipeline import Pipeline
+
+    captions = list(args.captions)
+    if args.captions_file is not None:
+        captions += _read_captions_file(args.captions_file)
+    if not captions:
+        raise DataError("no caption: give captions as arguments or with --captions-file")
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise AttnGANError("--device cuda: no CUDA device is available (try --device auto)")
+    pipe = Pipeline.from_pretrained(args.model, device=device)
+    output = pipe(
+        captions,
+        num_images=args.num_images,
+        seed=args.seed,
+        use_mean=args.use_mean,
+        batch_size=args.batch_size,
+    )  # unknown words are logged by the pipeline, one line per caption
+    output.save(args.out)
+    log.info(
+        "wrote %d images (%d captions x %d, %s px, seed %d) to %s",
+        len(output),
+        len(captions),
+        args.num_images,
+        "/".join(str(x.shape[-1]) for x in output.images),
+        output.seed,
+        args.out,
+    )
+    print(args.out)
+    return 0
+
+
+def _train_result(result) -> int:
+    if result.status == "interrupted":
+        print(f"attngan: interrupted at step {result.step}; saved {result.checkpoint}; "
+              f"continue with --resume {result.run_dir}", file=sys.stderr)  # fmt: skip
+        return 130
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in (result.metrics or {}).items())
+    log.info("finished %d steps%s", result.step, f" ({metrics})" if metrics else "")
+    print(result.model)
+    return 0
+
+
+def _train_args(args: argparse.Namespace):
+    """(config, overrides): a new run's config, or the overrides for a resumed run's own."""
+    if args.resume is not None:
+        if args.data is not None:
+            raise ConfigError("--data cannot change a resumed run's data; start a new run")
+        return None, _overrides(args)
+    return _config_from(args), None
+
+
+def cmd_train_damsm(args: argparse.Namespace) -> int:
+    from attngan.training import train_damsm
+
+    config, overrides = _train_args(args)
+    result = train_damsm(
+        config, runs=args.runs, resume=args.resume, overrides=overrides, device=args.device,
+        progress=False if args.no_progress else None,
+    )  # fmt: skip
+    return _train_result(result)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from attngan.training import train_gan
+
+    config, overrides = _train_args(args)
+    if args.resume is not None and args.damsm is not None:
+        raise ConfigError("--damsm cannot change a resumed run's encoders; start a new run")
+    result = train_gan(
+        config, damsm=args.damsm, runs=args.runs, resume=args.resume, overrides=overrides,
+        device=args.device, progress=False if args.no_progress else None,
+    )  # fmt: skip
+    return _train_result(result)
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run")
+    group.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue this run folder from its newest complete checkpoint, with its own config "
+        "(--set still applies, e.g. to train longer)",
+    )
+    group.add_argument(
+        "--runs", type=Path, default=Path("runs"), help="where new run folders go (default runs)"
+    )
+    group.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)"
+    )
+    group.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="log lines every train.log_every steps instead of a progress bar",
+    )
+
+
 # --- the parser
 
 
@@ -293,6 +440,73 @@ def build_parser() -> argparse.ArgumentParser:
         "mask order (taoxugit/AttnGAN#93); outputs then differ from the release's",
     )
     p.set_defaults(func=cmd_import_release)
+
+    p = _subparser(
+        commands,
+        "generate",
+        "generate images of captions with an attngan model, with per-word attention figures",
+        "generate",
+    )
+    p.add_argument("captions", nargs="*", metavar="CAPTION", help="captions to draw")
+    p.add_argument("--model", type=Path, required=True, help="an attngan model folder")
+    p.add_argument(
+        "--captions-file",
+        type=Path,
+        metavar="FILE",
+        help="more captions, one a line ('#' comments and blank lines skipped)",
+    )
+    p.add_argument(
+        "--num-images", type=_int_at_least(1), default=1, metavar="N", help="images per caption (1)"
+    )
+    p.add_argument(
+        "--seed",
+        type=_int_at_least(0),
+        default=0,
+        help="random seed >= 0 (default 0); image j of caption c depends only on (seed, c, j)",
+    )
+    p.add_argument(
+        "--use-mean",
+        action="store_true",
+        help="condition on the conditioning augmentation's mean (the noise z alone varies)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("generated"), help="output folder (default generated)"
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["cpu", "cuda", "auto"],
+        help="where to run (default auto: cuda when available)",
+    )
+    p.add_argument(
+        "--batch-size", type=_int_at_least(1), default=16, metavar="B", help="images per pass (16)"
+    )
+    p.set_defaults(func=cmd_generate)
+
+    p = _subparser(
+        commands,
+        "train-damsm",
+        "pre-train the DAMSM text and image encoders (step 1 of 2); writes RUN/model",
+        "train-damsm",
+    )
+    _add_config_options(p)
+    _add_run_options(p)
+    p.set_defaults(func=cmd_train_damsm)
+
+    p = _subparser(
+        commands,
+        "train",
+        "train the attentional GAN on DAMSM encoders (step 2 of 2); writes RUN/model",
+        "train",
+    )
+    _add_config_options(p)
+    p.add_argument(
+        "--damsm",
+        metavar="RUN_OR_MODEL",
+        help="a train-damsm run folder or DAMSM model folder (default: train.damsm_model)",
+    )
+    _add_run_options(p)
+    p.set_defaults(func=cmd_train)
 
     p = _subparser(
         data_commands,

@@ -40,6 +40,7 @@ class DataConfig:
     skip_bad: bool = (
         False  # drop unreadable images / bad captions (and report how many) instead of failing
     )
+    flip: bool = True  # random horizontal flips in training (off when captions say left/right)
     limit: int = 0  # use only the first N samples of a split (0: all); for quick runs and tests
 
     def __post_init__(self) -> None:
@@ -105,10 +106,17 @@ class DAMSMConfig:
     gamma1: float = 4.0  # attention sharpness over regions (Eq. 9)
     gamma2: float = 5.0  # word-score aggregation (Eq. 10)
     gamma3: float = 10.0  # similarity scale in the posterior (Eq. 11)
+    inception_weights: str = ""  # ImageNet Inception-v3 weights (.pth) for the Inception encoder
+    max_steps: int = 0  # stop after this many steps in all (0: run all epochs)
+    checkpoint_every: int = 1000  # steps between checkpoints (one is also written at the end)
+    eval_every: int = 1  # epochs between R-precision measurements on the test split
 
     def __post_init__(self) -> None:
         _at_least("damsm.batch_size", self.batch_size, 2)
         _at_least("damsm.epochs", self.epochs, 0)
+        _at_least("damsm.max_steps", self.max_steps, 0)
+        _at_least("damsm.checkpoint_every", self.checkpoint_every, 1)
+        _at_least("damsm.eval_every", self.eval_every, 1)
 
 
 @dataclass
@@ -129,11 +137,18 @@ class TrainConfig:
     seed: int = 0
     sample_every: int = 500  # steps between sample grids
     checkpoint_every: int = 2000  # steps between checkpoints
-    keep_checkpoints: int = 3  # the last K checkpoints are kept
+    keep_checkpoints: int = 3  # the last K checkpoints are kept (DAMSM and GAN runs)
+    max_steps: int = 0  # stop after this many steps in all (0: run all epochs)
+    log_every: int = 50  # steps between log lines and stats.jsonl rows (DAMSM and GAN runs)
+    sample_captions: int = 16  # test captions in every sample grid (fixed for the whole run)
+    damsm_model: str = ""  # the DAMSM model (or train-damsm run folder) GAN training uses
 
     def __post_init__(self) -> None:
         _at_least("train.batch_size", self.batch_size, 2)
         _at_least("train.epochs", self.epochs, 0)
+        _at_least("train.max_steps", self.max_steps, 0)
+        _at_least("train.log_every", self.log_every, 1)
+        _at_least("train.sample_captions", self.sample_captions, 1)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in [0, 1) (got {self.ema_decay})")
         for key in ("sample_every", "checkpoint_every", "keep_checkpoints"):

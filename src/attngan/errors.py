@@ -21,3 +21,7 @@ class VocabularyError(AttnGANError, ValueError):
 
 class ModelError(AttnGANError):
     """A missing, truncated or wrong-kind model or checkpoint, or weights that do not fit."""
+
+
+class TrainingError(AttnGANError):
+    """Training cannot go on: a NaN or infinite loss, or a run folder that cannot be resumed."""

@@ -30,8 +30,19 @@ def start_run(base: str | Path, description: str, config: Config) -> Path:
     """A new run folder holding ``config.yaml``, with the log also written to ``log.txt``."""
     run_dir = new_run_dir(base, description)
     save_config(config, run_dir / "config.yaml")
-    handler = logging.FileHandler(run_dir / "log.txt", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
+    attach_log(run_dir)
     logging.getLogger(__name__).info("run folder %s", run_dir)
     return run_dir
+
+
+def attach_log(run_dir: str | Path) -> None:
+    """Append this process's log records to ``run_dir/log.txt`` (one handler per file)."""
+    path = (Path(run_dir) / "log.txt").resolve()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and handler.baseFilename.endswith("log.txt"):
+            root.removeHandler(handler)  # an earlier run's folder in this process
+            handler.close()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)

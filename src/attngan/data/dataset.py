@@ -70,6 +70,7 @@ class TextImageDataset(Dataset):
         max_words: caption length cap (random ordered subset in training, truncation otherwise).
         train: random caption, crop and flip per draw; otherwise a fixed caption per item
             (chosen from ``seed``) and a centre crop.
+        flip: random horizontal flips in training (off for captions that name left and right).
         skip_bad: check every image once now and drop unreadable ones (their messages are in
             ``skipped``); at draw time a bad image is then replaced by the next good one.
             Otherwise a bad image raises :class:`DataError` naming the file.
@@ -86,13 +87,14 @@ class TextImageDataset(Dataset):
         skip_bad: bool = False,
         seed: int = 0,
         progress: bool = True,
+        flip: bool = True,
     ) -> None:
         self.vocab = vocab
         self.max_words = max_words
         self.train = train
         self.skip_bad = skip_bad
         self.seed = seed
-        self.transform = PyramidTransform(list(image_sizes), train)
+        self.transform = PyramidTransform(list(image_sizes), train, flip)
         self.skipped: list[str] = []
         self.records, self.captions = self._encode(records)
         if skip_bad:
@@ -148,7 +150,11 @@ class TextImageDataset(Dataset):
         """The captions of item ``index`` as the model sees them (known words only)."""
         return [self.vocab.decode(ids) for ids in self.captions[index]]
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, key: int | tuple[int, int]) -> Sample:
+        """Item ``key``, or ``(index, seed)``: in training, the seed then fixes the caption, word,
+        crop and flip draws, so a batch plan of seeded keys gives the same samples with any number
+        of workers and after a resume (see :func:`attngan.training.loop.epoch_batches`)."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         for attempt in range(len(self.records)):
             record = self.records[(index + attempt) % len(self.records)]
             try:
@@ -158,15 +164,20 @@ class TextImageDataset(Dataset):
                     raise
                 log.warning("skipping %s", exc)
                 continue
-            return self._sample((index + attempt) % len(self.records), record, image)
+            return self._sample((index + attempt) % len(self.records), record, image, seed)
         raise DataError("no readable image left in this split")
 
-    def _sample(self, index: int, record: Record, image: Image.Image) -> Sample:
+    def _sample(
+        self, index: int, record: Record, image: Image.Image, seed: int | None = None
+    ) -> Sample:
         captions = self.captions[index]
         if self.train:
-            generator = None  # the global RNG, seeded per DataLoader worker
-            choice = int(torch.randint(len(captions), ()))
-            ids = select_words(captions[choice].tolist(), self.max_words, torch.default_generator)
+            # a seeded key fixes every draw; a plain index uses the global RNG (seeded per worker)
+            generator = None if seed is None else torch.Generator().manual_seed(seed)
+            choice = int(torch.randint(len(captions), (), generator=generator))
+            ids = select_words(
+                captions[choice].tolist(), self.max_words, generator or torch.default_generator
+            )
         else:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
             choice = int(torch.randint(len(captions), (), generator=generator))
@@ -224,6 +235,7 @@ def open_datasets(
             skip_bad=data.skip_bad,
             seed=config.train.seed,
             progress=progress,
+            flip=config.data.flip,
         )
         result.skipped += result.splits[split].skipped
     if result.skipped:

@@ -42,15 +42,17 @@ def to_unit_range(image: Image.Image) -> torch.Tensor:
 class PyramidTransform:
     """An image → one ``[3, s, s]`` tensor per stage size ``s`` (smallest first), in [−1, 1].
 
-    Training: resize to ⌊size·76/64⌋, random crop to ``size``, random horizontal flip. Evaluation:
+    Training: resize to ⌊size·76/64⌋, random crop to ``size``, random horizontal flip (unless
+    ``flip=False``: captions that say "left" and "right" must not be mirrored). Evaluation:
     resize and centre crop, no randomness. Lower stages are the same crop downsampled.
     """
 
-    def __init__(self, sizes: list[int], train: bool) -> None:
+    def __init__(self, sizes: list[int], train: bool, flip: bool = True) -> None:
         if not sizes or sorted(sizes) != list(sizes):
             raise ValueError(f"stage sizes must be increasing, got {sizes}")
         self.sizes = list(sizes)
         self.train = train
+        self.flip = flip
 
     def __call__(
         self,
@@ -66,7 +68,7 @@ class PyramidTransform:
             left = int(torch.randint(0, image.width - size + 1, (), generator=generator))
             top = int(torch.randint(0, image.height - size + 1, (), generator=generator))
             image = image.crop((left, top, left + size, top + size))
-            if torch.rand((), generator=generator) < 0.5:
+            if torch.rand((), generator=generator) < 0.5 and self.flip:
                 image = image.transpose(Image.FLIP_LEFT_RIGHT)
         else:
             image = resize_short_side(image, size)

@@ -124,7 +124,9 @@ class CNNImageEncoder(nn.Module):
         )
         self.region_proj = nn.Conv2d(8 * c, embedding_dim, 1, bias=False)
         self.head = ConvBlock(8 * c, 8 * c, 4, 2)
-        self.global_proj = nn.Linear(8 * c, embedding_dim)
+        # the global feature keeps where things are (captions name positions): a linear map of
+        # the whole s/16 x s/16 head map, not a spatial average
+        self.global_proj = nn.Linear(8 * c * (input_size // 16) ** 2, embedding_dim)
 
     def forward(self, images: Tensor) -> ImageFeatures:
         check_shape("images", images, None, 3, None, None)
@@ -133,5 +135,5 @@ class CNNImageEncoder(nn.Module):
             images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
         x = self.down(self.stem(images))  # [B, 8c, s/8, s/8]
         regions = self.region_proj(x)  # [B, D, s/8, s/8]
-        pooled = self.head(x).mean(dim=(2, 3))  # [B, 8c]
-        return ImageFeatures(regions, self.global_proj(pooled))
+        head = self.head(x).flatten(1)  # [B, 8c * (s/16)^2]
+        return ImageFeatures(regions, self.global_proj(head))

@@ -1,0 +1,274 @@
+"""Attentional GAN training (SPEC §7) with frozen DAMSM encoders.
+
+Each step: text features from the frozen text encoder; the generator's images at every scale; each
+discriminator updated on (real, fake, mismatched); then the generator updated on the sum over
+scales + λ·(DAMSM word + sentence loss of the last-stage fakes) + KL; then the EMA generator.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from attngan.checkpoints import (
+    MODEL_FILE,
+    build_component,
+    load_model,
+    load_weights,
+    save_model,
+    save_weights,
+)
+from attngan.config import Config
+from attngan.data.dataset import open_datasets
+from attngan.errors import ModelError, TrainingError
+from attngan.losses import (
+    discriminator_scale_loss,
+    generator_scale_loss,
+    kl_loss,
+    sentence_loss,
+    word_loss,
+)
+from attngan.models import sample_noise
+from attngan.training.loop import Loop, RunResult, list_checkpoints, resolve_device
+
+log = logging.getLogger(__name__)
+
+LIVE_GENERATOR = "generator_live.safetensors"
+ENCODER_KEYS = ("word_dim", "embedding_dim", "image_encoder", "cnn_channels",
+                "inception_align_corners")  # fmt: skip
+
+
+def find_damsm(path: str | Path) -> Path:
+    """A DAMSM model folder, or a ``train-damsm`` run folder (its ``model``, else its newest
+    checkpoint)."""
+    path = Path(path)
+    if (path / MODEL_FILE).is_file() or not path.is_dir():
+        return path
+    if (path / "model" / MODEL_FILE).is_file():
+        return path / "model"
+    found = list_checkpoints(path)
+    if found:
+        return found[-1]
+    raise ModelError(f"{path} is neither a model folder nor a run folder with a model")
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """``ema ← decay·ema + (1 − decay)·model`` for parameters; buffers (BatchNorm statistics)
+    are copied."""
+    ema_params = list(ema.parameters())
+    torch._foreach_lerp_(ema_params, list(model.parameters()), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(b)
+
+
+class GANTrainer(Loop):
+    """``attngan train``: the attentional GAN on frozen DAMSM encoders. Writes sample grids with
+    attention maps every ``train.sample_every`` steps and the EMA generator as ``RUN/model``."""
+
+    name = "gan"
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        damsm: str | Path | None = None,
+        device: str = "auto",
+        on_step=None,
+        progress: bool | None = None,
+    ) -> None:
+        super().__init__(run_dir, on_step, progress)
+        self.device = resolve_device(device)
+        source = damsm or config.train.damsm_model
+        if not source:
+            raise TrainingError(
+                "GAN training needs trained DAMSM encoders: pass --damsm RUN_OR_MODEL "
+                "(from `attngan train-damsm`) or --set train.damsm_model=PATH"
+            )
+        encoders = load_model(
+            find_damsm(source), components=("text_encoder", "image_encoder"), device=self.device
+        )
+        config = self._match_encoders(config, encoders.config)
+        config.train.damsm_model = str(encoders.path)
+        self.config = config
+        t = config.train
+        self.batch_size, self.epochs, self.max_steps = t.batch_size, t.epochs, t.max_steps
+        self.seed, self.checkpoint_every = t.seed, t.checkpoint_every
+        self.keep, self.log_every, self.workers = (
+            t.keep_checkpoints,
+            t.log_every,
+            config.data.workers,
+        )
+        torch.manual_seed(self.seed)
+        self.vocab = encoders.vocab
+        data = open_datasets(
+            config, ("train", "test"), vocab=self.vocab, progress=progress is not False
+        )
+        self.dataset, self.test = data["train"], data["test"]
+        self.text_encoder = encoders["text_encoder"].requires_grad_(False).eval()
+        self.image_encoder = encoders["image_encoder"].requires_grad_(False).eval()
+        self.generator = build_component("generator", config, len(self.vocab)).to(self.device)
+        self.discriminators = build_component("discriminators", config, len(self.vocab))
+        self.discriminators.to(self.device)
+        self.ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
+        betas = (t.beta1, t.beta2)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=t.lr_g, betas=betas)
+        self.opt_d = [
+            torch.optim.Adam(d.parameters(), lr=t.lr_d, betas=betas) for d in self.discriminators
+        ]
+        self._fixed = self._sample_inputs()
+
+    @staticmethod
+    def _match_encoders(config: Config, damsm: Config) -> Config:
+        """The text and image encoders' settings come from the DAMSM model."""
+        model = dataclasses.replace(
+            config.model, **{k: getattr(damsm.model, k) for k in ENCODER_KEYS}
+        )
+        if model.image_encoder == "cnn" and damsm.model.image_sizes[-1] != model.image_sizes[-1]:
+            raise TrainingError(
+                f"the DAMSM's CNN image encoder was trained on {damsm.model.image_sizes[-1]} px "
+                f"images, but this generator's last stage makes {model.image_sizes[-1]} px: "
+                "train DAMSM with the same model.base_size and model.stages"
+            )
+        return dataclasses.replace(config, model=model)
+
+    # --- one step
+
+    def _text(self, tokens: Tensor, lengths: Tensor):
+        with torch.no_grad():
+            return self.text_encoder(tokens, lengths)
+
+    def train_step(self, batch: Any) -> dict[str, float]:
+        t, d = self.config.train, self.config.damsm
+        real = [im.to(self.device, non_blocking=True) for im in batch.images]
+        lengths = batch.length.to(self.device)
+        class_ids = batch.class_id.to(self.device)
+        text = self._text(batch.tokens.to(self.device, non_blocking=True), lengths)
+        z = torch.randn(real[0].size(0), self.config.model.z_dim, device=self.device)
+        out = self.generator(z, text.sentence, text.words, text.mask)
+        losses: dict[str, float] = {}
+        # discriminators: real, fake (detached inside the loss), mismatched
+        d_total = 0.0
+        for i, (disc, opt) in enumerate(zip(self.discriminators, self.opt_d, strict=True)):
+            disc.requires_grad_(True)
+            loss = discriminator_scale_loss(disc, real[i], out.images[i], text.sentence)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            d_total += loss.item()
+            disc.requires_grad_(False)  # no D gradients from the generator's loss
+        losses["d"] = d_total
+        # generator: adversarial at every scale + λ·DAMSM of the last stage + KL
+        adv = sum(
+            generator_scale_loss(disc, fake, text.sentence)
+            for disc, fake in zip(self.discriminators, out.images, strict=True)
+        )
+        features = self.image_encoder(out.images[-1])
+        w = word_loss(
+            features.regions, text.words, lengths, class_ids, d.gamma1, d.gamma2, d.gamma3
+        )
+        s = sentence_loss(features.image, text.sentence, class_ids, d.gamma3)
+        damsm = w.total() + s.total()
+        kl = kl_loss(out.mu, out.logvar)
+        g_loss = adv + t.damsm_lambda * damsm + t.kl_weight * kl
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        ema_update(self.ema, self.generator, t.ema_decay)
+        losses.update(g=g_loss.item(), g_adv=adv.item(), damsm=damsm.item(), kl=kl.item())
+        return losses
+
+    # --- samples
+
+    def _sample_inputs(self) -> dict[str, Any]:
+        count = min(self.config.train.sample_captions, len(self.test))
+        items = [self.test[i * len(self.test) // count] for i in range(count)]
+        tokens = torch.stack([s.tokens for s in items])
+        lengths = torch.tensor([s.length for s in items])
+        noise = sample_noise(count, self.config.model.z_dim, self.config.model.condition_dim,
+                             seed=self.seed + 1)  # fmt: skip
+        captions = [self.vocab.decode(s.tokens) for s in items]
+        return {"tokens": tokens, "lengths": lengths, "noise": noise, "captions": captions,
+                "reals": [s.images[-1] for s in items]}  # fmt: skip
+
+    @torch.no_grad()
+    def samples(self):
+        """The EMA generator's images and attention for the run's fixed captions and noise."""
+        f = self._fixed
+        lengths = f["lengths"].to(self.device)
+        text = self.text_encoder(f["tokens"].to(self.device), lengths)
+        noise = f["noise"]
+        return self.ema(
+            noise.z.to(self.device), text.sentence, text.words, text.mask,
+            ca_noise=noise.ca.to(self.device),
+        )  # fmt: skip
+
+    def write_samples(self) -> Path:
+        from attngan.visualize import attention_figure, captioned_grid, to_pil
+
+        folder = self.run_dir / "samples"
+        folder.mkdir(exist_ok=True)
+        if not (folder / "reals.png").exists():
+            captioned_grid(
+                [to_pil(im) for im in self._fixed["reals"]], self._fixed["captions"]
+            ).save(folder / "reals.png")
+        out = self.samples()
+        captions = self._fixed["captions"]
+        grid = captioned_grid([to_pil(im) for im in out.images[-1].cpu()], captions)
+        path = folder / f"step-{self.step:08d}.png"
+        grid.save(path)
+        words = captions[0].split()
+        figure = attention_figure(
+            [im[0].cpu() for im in out.images], words, [a[0].cpu() for a in out.attention]
+        )
+        figure.save(folder / f"step-{self.step:08d}-attention.png")
+        if self.stats is not None:
+            self.stats.image("samples", grid, self.step)
+            self.stats.image("attention", figure, self.step)
+        return path
+
+    def periodic(self, step: int) -> None:
+        if step % self.config.train.sample_every == 0:
+            self.write_samples()
+
+    # --- checkpoints
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "optimizer_g": self.opt_g.state_dict(),
+            "optimizer_d": [o.state_dict() for o in self.opt_d],
+        }
+
+    def load_state(self, state: dict[str, Any], folder: Path) -> None:
+        load_weights(self.generator, folder / LIVE_GENERATOR)
+        load_weights(self.ema, folder / "generator.safetensors")
+        load_weights(self.discriminators, folder / "discriminators.safetensors")
+        self.opt_g.load_state_dict(state["optimizer_g"])
+        for opt, s in zip(self.opt_d, state["optimizer_d"], strict=True):
+            opt.load_state_dict(s)
+
+    def write_model(self, folder: Path, final: bool) -> None:
+        modules = {"generator": self.ema, "text_encoder": self.text_encoder,
+                   "image_encoder": self.image_encoder}  # fmt: skip
+        if not final:
+            modules["discriminators"] = self.discriminators
+            save_weights(self.generator, folder / LIVE_GENERATOR, "generator")
+        info = {"step": self.step, "trained_by": "attngan train",
+                "damsm_model": self.config.train.damsm_model}  # fmt: skip
+        save_model(folder, "attngan", self.config, self.vocab, modules, info)
+
+    def before_final_checkpoint(self) -> None:
+        if self.step % self.config.train.sample_every:
+            self.write_samples()
+
+    def finish(self) -> RunResult:
+        model = self.run_dir / "model"
+        self.write_model(model, final=True)
+        log.info("generator model (EMA) written to %s", model)
+        return RunResult(self.run_dir, self.step, "finished", self.last_checkpoint, model)

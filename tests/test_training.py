@@ -1,0 +1,342 @@
+"""Training end to end on a tiny `shapes` set: DAMSM, GAN, generate, resume, crash, Ctrl-C, NaN."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from attngan import cli
+from attngan.checkpoints import load_model, read_model_info
+from attngan.config import load_config
+from attngan.data.shapes import build_shapes
+from attngan.errors import TrainingError
+from attngan.metrics import r_precision
+from attngan.training import train_damsm, train_gan
+from attngan.training.damsm import damsm_lr
+from attngan.training.gan import ema_update
+from attngan.training.loop import (
+    epoch_batches,
+    list_checkpoints,
+    remove_partial_checkpoints,
+    write_checkpoint_atomic,
+)
+
+TINY = [
+    "model.base_size=16", "model.gf=4", "model.df=4", "model.embedding_dim=16",
+    "model.word_dim=8", "model.cnn_channels=4", "model.z_dim=8", "model.condition_dim=8",
+    "damsm.batch_size=4", "train.batch_size=4", "data.workers=0", "train.log_every=1",
+    "train.sample_captions=4", "train.sample_every=2", "damsm.max_steps=2", "train.max_steps=2",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "shapes"
+    build_shapes(root, num_train=24, num_test=8, image_size=32, workers=1, progress=False)
+    return root
+
+
+def tiny(root: Path, *more: str):
+    return load_config("shapes", [*TINY, f"data.root={root}", *more])
+
+
+@pytest.fixture(scope="module")
+def damsm_run(shapes_root, tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("damsm-runs")
+    result = train_damsm(tiny(shapes_root), runs=runs, device="cpu", progress=False)
+    assert result.status == "finished"
+    return result.run_dir
+
+
+class Recorder:
+    """``on_step`` callback keeping every step's losses."""
+
+    def __init__(self) -> None:
+        self.losses: dict[int, dict[str, float]] = {}
+
+    def __call__(self, loop, step: int, losses: dict[str, float]) -> None:
+        self.losses[step] = dict(losses)
+
+
+# --- pieces ------------------------------------------------------------------------------------
+
+
+def test_epoch_batches_are_a_seeded_permutation_without_the_last_partial_batch():
+    plan = epoch_batches(10, 3, seed=1, epoch=0)
+    assert [len(b) for b in plan] == [3, 3, 3]
+    indices = [i for b in plan for i, _ in b]
+    assert len(set(indices)) == 9 and set(indices) <= set(range(10))
+    assert plan == epoch_batches(10, 3, seed=1, epoch=0)
+    assert plan != epoch_batches(10, 3, seed=1, epoch=1)
+    assert plan != epoch_batches(10, 3, seed=2, epoch=0)
+
+
+def test_seeded_keys_fix_a_training_sample(shapes_root):
+    from attngan.data.dataset import open_datasets
+
+    dataset = open_datasets(tiny(shapes_root), ["train"], progress=False)["train"]
+    a, b = dataset[(3, 123)], dataset[(3, 123)]
+    assert torch.equal(a.images[-1], b.images[-1]) and torch.equal(a.tokens, b.tokens)
+    others = [dataset[(3, s)] for s in range(8)]
+    assert any(not torch.equal(o.images[-1], a.images[-1]) for o in others)
+
+
+def test_checkpoints_are_renamed_into_place_and_pruned(tmp_path):
+    def write(folder: Path) -> None:
+        (folder / "model.json").write_text("{}")
+        (folder / "train_state.pt").write_text("x")
+
+    for step in (1, 2, 3, 4):
+        write_checkpoint_atomic(tmp_path, step, write, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000003", "step-00000004"]
+
+    def crash(folder: Path) -> None:
+        (folder / "model.json").write_text("{}")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_checkpoint_atomic(tmp_path, 5, crash, keep=2)
+    assert list_checkpoints(tmp_path)[-1].name == "step-00000004"
+    assert remove_partial_checkpoints(tmp_path) == [".tmp-step-00000005"]
+
+
+def test_damsm_learning_rate_follows_the_release_schedule():
+    config = load_config("birds")
+    assert damsm_lr(config, 0) == pytest.approx(0.002)
+    assert damsm_lr(config, 1) == pytest.approx(0.002 * 0.98)
+    assert damsm_lr(config, 1000) == pytest.approx(damsm_lr(config, 2000))
+    assert 0.0002 * 0.98 <= damsm_lr(config, 1000) <= 0.0002
+
+
+def test_ema_update_moves_parameters_and_copies_buffers():
+    model, ema = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+        model.running_mean.fill_(5.0)
+    ema_update(ema, model, decay=0.75)
+    assert torch.allclose(ema.weight, torch.full((3,), 0.75 * 1.0 + 0.25 * 2.0))
+    assert torch.equal(ema.running_mean, model.running_mean)
+
+
+def test_r_precision_of_perfect_and_of_random_features():
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(300, 16, generator=gen)
+    assert r_precision(feats, feats).mean == 1.0
+    noise = r_precision(feats, torch.randn(300, 16, generator=gen))
+    assert noise.mean < 0.1 and len(noise.folds) == 10
+    with pytest.raises(ValueError, match="100"):
+        r_precision(feats[:50], feats[:50])
+
+
+# --- runs --------------------------------------------------------------------------------------
+
+
+def test_damsm_run_writes_a_damsm_model(damsm_run):
+    info = read_model_info(damsm_run / "model")
+    assert info["kind"] == "damsm" and info["step"] == 2
+    assert (damsm_run / "config.yaml").is_file() and (damsm_run / "log.txt").is_file()
+    rows = [json.loads(line) for line in (damsm_run / "stats.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all("loss" in r for r in rows)
+    assert list((damsm_run / "tensorboard").iterdir())
+    assert [p.name for p in list_checkpoints(damsm_run)] == ["step-00000002"]
+
+
+def test_gan_run_writes_samples_checkpoints_and_a_model_that_generates(
+    shapes_root, damsm_run, tmp_path, capsys
+):
+    result = train_gan(
+        tiny(shapes_root), damsm=damsm_run, runs=tmp_path / "runs", device="cpu", progress=False
+    )
+    run = result.run_dir
+    assert result.status == "finished" and result.step == 2
+    for name in ("config.yaml", "log.txt", "stats.jsonl"):
+        assert (run / name).is_file()
+    samples = sorted(p.name for p in (run / "samples").iterdir())
+    assert samples == ["reals.png", "step-00000002-attention.png", "step-00000002.png"]
+    assert any(p.name.startswith("events.") for p in (run / "tensorboard").iterdir())
+    checkpoint = list_checkpoints(run)[-1]
+    assert {"discriminators", "generator"} <= set(read_model_info(checkpoint)["components"])
+    model = load_model(run / "model", kind="attngan")
+    assert "discriminators" not in model.modules and model.info["step"] == 2
+    assert model.config.train.damsm_model == str(damsm_run / "model")
+
+    out = tmp_path / "generated"
+    code = cli.main(["generate", "--model", str(run / "model"), "a red circle", "--out", str(out)])
+    assert code == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"000-00-stage0-16px.png", "000-00-stage1-32px.png", "000-00-attention.png"} <= names
+
+
+def _gan(shapes_root, damsm_run, runs, recorder, *more, resume=None):
+    config = None if resume else tiny(shapes_root, "train.checkpoint_every=1", *more)
+    return train_gan(
+        config, damsm=None if resume else damsm_run, runs=runs, resume=resume,
+        overrides=list(more) if resume else None, device="cpu", on_step=recorder, progress=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(shapes_root, damsm_run, tmp_path_factory):
+    """Five GAN steps in one go (the epoch of 24 samples in batches of 4 has 6 steps)."""
+    recorder = Recorder()
+    result = _gan(
+        shapes_root, damsm_run, tmp_path_factory.mktemp("full"), recorder, "train.max_steps=5"
+    )
+    return recorder.losses, result
+
+
+def test_resumed_gan_run_repeats_the_uninterrupted_losses(
+    shapes_root, damsm_run, uninterrupted, tmp_path
+):
+    losses, full = uninterrupted
+    first = Recorder()
+    part = _gan(shapes_root, damsm_run, tmp_path, first, "train.max_steps=2")
+    assert part.step == 2 and first.losses == {k: losses[k] for k in (1, 2)}
+    rest = Recorder()
+    resumed = _gan(shapes_root, damsm_run, tmp_path, rest, "train.max_steps=5", resume=part.run_dir)
+    assert resumed.step == 5
+    assert rest.losses == {k: losses[k] for k in (3, 4, 5)}
+    a = load_model(full.model, components=("generator",))["generator"].state_dict()
+    b = load_model(resumed.model, components=("generator",))["generator"].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resumed_damsm_run_repeats_the_uninterrupted_losses(shapes_root, tmp_path):
+    config = tiny(shapes_root, "damsm.checkpoint_every=1")
+    full, part, rest = Recorder(), Recorder(), Recorder()
+    train_damsm(config, tmp_path / "a", device="cpu", on_step=full, progress=False)
+    config = tiny(shapes_root, "damsm.max_steps=1")
+    run = train_damsm(config, tmp_path / "b", device="cpu", on_step=part, progress=False).run_dir
+    train_damsm(resume=run, overrides=["damsm.max_steps=2"], device="cpu", on_step=rest,
+                progress=False)  # fmt: skip
+    assert part.losses[1] == full.losses[1] and rest.losses == {2: full.losses[2]}
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import attngan.training.loop as loop
+    from attngan.config import load_config
+    from attngan.training import train_gan
+
+    real = loop.save_train_state
+    def save_then_die(path, state):
+        if state["step"] == 3:  # die half-way through writing the third checkpoint
+            path.write_bytes(b"partial")
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(path, state)
+    loop.save_train_state = save_then_die
+    config = load_config("shapes", sys.argv[3:])
+    train_gan(config, damsm=sys.argv[1], runs=sys.argv[2], device="cpu", progress=False)
+    """
+)
+
+
+def test_sigkill_while_writing_a_checkpoint_resumes_from_the_last_complete_one(
+    shapes_root, damsm_run, uninterrupted, tmp_path, caplog
+):
+    losses, _ = uninterrupted
+    args = [*TINY, f"data.root={shapes_root}", "train.checkpoint_every=1", "train.max_steps=5"]
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, str(damsm_run), str(tmp_path), *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    (run,) = tmp_path.iterdir()
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000001", "step-00000002"]
+    assert (run / "checkpoints" / ".tmp-step-00000003").is_dir()
+    rest = Recorder()
+    with caplog.at_level(logging.INFO):
+        result = _gan(shapes_root, damsm_run, tmp_path, rest, resume=run)
+    assert "half-written" in caplog.text and "step-00000002" in caplog.text
+    assert result.step == 5 and rest.losses == {k: losses[k] for k in (3, 4, 5)}
+    assert not (run / "checkpoints" / ".tmp-step-00000003").exists()
+
+
+def test_ctrl_c_saves_a_checkpoint_and_stops(shapes_root, damsm_run, tmp_path):
+    def interrupt(loop, step, losses):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    result = _gan(shapes_root, damsm_run, tmp_path, interrupt, "train.max_steps=5")
+    assert result.status == "interrupted" and result.step == 2
+    assert list_checkpoints(result.run_dir)[-1].name == "step-00000002"
+    assert not (result.run_dir / "model").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    shapes_root, damsm_run, tmp_path, monkeypatch
+):
+    import attngan.training.gan as gan
+
+    calls = []
+
+    def bad_kl(mu, logvar):
+        calls.append(1)
+        value = gan.__dict__["_real_kl"](mu, logvar)
+        return value * float("nan") if len(calls) == 3 else value
+
+    monkeypatch.setitem(gan.__dict__, "_real_kl", gan.kl_loss)
+    monkeypatch.setattr(gan, "kl_loss", bad_kl)
+    with pytest.raises(TrainingError, match=r"step 3: .*kl = nan.*step-00000002"):
+        _gan(shapes_root, damsm_run, tmp_path, None, "train.max_steps=5")
+    (run,) = tmp_path.iterdir()
+    assert list_checkpoints(run)[-1].name == "step-00000002"
+
+
+def test_log_lines_without_a_terminal(shapes_root, damsm_run, tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        _gan(shapes_root, damsm_run, tmp_path, None, "train.max_steps=2")
+    lines = [r.getMessage() for r in caplog.records if "steps/s" in r.getMessage()]
+    assert len(lines) == 2 and "ETA" in lines[-1] and "step 2/2" in lines[-1]
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def test_cli_trains_damsm_then_the_gan_then_resumes(shapes_root, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    sets = ["--set", *TINY, "--data", str(shapes_root), "--runs", str(runs), "--no-progress"]
+    assert cli.main(["train-damsm", *sets]) == 0
+    damsm = Path(capsys.readouterr().out.strip())
+    assert read_model_info(damsm)["kind"] == "damsm"
+    assert cli.main(["train", "--damsm", str(damsm.parent), *sets]) == 0
+    model = Path(capsys.readouterr().out.strip())
+    assert read_model_info(model)["kind"] == "attngan"
+    args = ["train", "--resume", str(model.parent), "--set", "train.max_steps=3", "--no-progress"]
+    assert cli.main(args) == 0
+    assert read_model_info(model)["step"] == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train"], "needs trained DAMSM encoders"),
+        (["train", "--damsm", "/nonexistent/damsm"], "model not found"),
+        (["train-damsm", "--data", "/nonexistent/shapes"], "/nonexistent/shapes"),
+        (["train-damsm", "--set", "damsm.batch_size=x"], "damsm.batch_size"),
+        (["train-damsm", "--set", "damsm.bach_size=4"], "did you mean"),
+        (["train", "--resume", "/nonexistent/run"], "cannot resume"),
+    ],
+)
+def test_cli_errors_are_one_line(args, message, capsys, tmp_path):
+    code = cli.main([*args, "--runs", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("attngan: error:") and message in err[-1]
+
+
+def test_gan_refuses_encoders_trained_at_another_size(shapes_root, damsm_run, tmp_path, capsys):
+    args = ["train", "--damsm", str(damsm_run), "--set", *TINY, "model.base_size=32"]
+    assert cli.main([*args, "--data", str(shapes_root), "--runs", str(tmp_path)]) == 2
+    assert "trained on 32 px" in capsys.readouterr().err
