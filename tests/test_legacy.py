@@ -285,3 +285,25 @@ def test_import_with_discriminators_reads_df(release, tmp_path):
         assert torch.equal(mine.cond_logits.weight, loaded.cond_logits.weight)
     with pytest.raises(ModelError, match="2 stages but 1 discriminators"):
         legacy.import_release(tmp_path / "m2", discriminators=paths[:1], **files)
+
+
+def test_release_damsm_encoders_import_alone_as_a_damsm_model(release, tmp_path, capsys):
+    """Without --generator, the text and image encoders make a `damsm` model for GAN training."""
+    cfg, _, t, files = release
+    image_encoder = build_image_encoder(cfg.model)
+    randomize_batchnorm(image_encoder)
+    files["image_encoder"] = tmp_path / "image_encoder600.pth"
+    torch.save(legacy.to_release_state("image_encoder", image_encoder), files["image_encoder"])
+    args = _import_args(files, tmp_path / "damsm")
+    args = args[:1] + args[3:] + ["--image-encoder", str(files["image_encoder"])]
+    assert main(args) == 0
+    model = load_model(tmp_path / "damsm", kind="damsm")
+    assert model.config.model.embedding_dim == 16 and model.config.model.word_dim == 8
+    assert set(model.modules) == {"text_encoder", "image_encoder"}
+    assert "generator" not in model.info["imported_from"]
+    for mine, loaded in ((t, model["text_encoder"]), (image_encoder, model["image_encoder"])):
+        a, b = mine.state_dict(), loaded.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    without = args[: args.index("--image-encoder")]
+    assert main(without) == 2
+    assert "give the image encoder" in capsys.readouterr().err

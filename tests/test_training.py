@@ -274,6 +274,37 @@ def test_ctrl_c_saves_a_checkpoint_and_stops(shapes_root, damsm_run, tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_ctrl_c_in_a_terminal_with_loader_workers_saves_and_exits_130(
+    shapes_root, damsm_run, tmp_path
+):
+    """SIGINT to the whole process group, as a terminal sends it, reaches the workers too."""
+    import time
+
+    sets = [*TINY, f"data.root={shapes_root}", "data.workers=1", "train.max_steps=100000"]
+    command = [sys.executable, "-m", "attngan.cli", "train", "--damsm", str(damsm_run),
+               "--runs", str(tmp_path), "--no-progress", "--set", *sets]  # fmt: skip
+    proc = subprocess.Popen(command, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        stats = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            runs = list(tmp_path.iterdir())
+            stats = runs[0] / "stats.jsonl" if runs else None
+            if stats is not None and stats.is_file() and len(stats.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "continue with --resume" in err and "Traceback" not in err
+    (run,) = tmp_path.iterdir()
+    step = int(list_checkpoints(run)[-1].name.split("-")[1])
+    assert step >= 3
+
+
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     shapes_root, damsm_run, tmp_path, monkeypatch
 ):

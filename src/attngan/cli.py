@@ -32,12 +32,16 @@ EXAMPLES = {
   attngan data preview --config coco --data ~/coco --set data.skip_bad=true""",
     "import-release": """examples:
   # the release's pretrained birds model (DAMSMencoders/bird + bird_AttnGAN2.pth)
-  attngan import-release --generator bird_AttnGAN2.pth \
-      --text-encoder text_encoder200.pth --image-encoder image_encoder200.pth \
+  attngan import-release --generator bird_AttnGAN2.pth \\
+      --text-encoder text_encoder200.pth --image-encoder image_encoder200.pth \\
       --captions data/birds/captions.pickle --out models/bird_attngan2
   # a COCO model (config picked from the generator's size; --config coco to be explicit)
-  attngan import-release --generator coco_AttnGAN2.pth --text-encoder text_encoder100.pth \
-      --captions data/coco/captions.pickle --out models/coco_attngan2""",
+  attngan import-release --generator coco_AttnGAN2.pth --text-encoder text_encoder100.pth \\
+      --captions data/coco/captions.pickle --out models/coco_attngan2
+  # the release's DAMSM encoders alone, to train a GAN on them
+  attngan import-release --text-encoder text_encoder200.pth --image-encoder image_encoder200.pth \\
+      --captions data/birds/captions.pickle --out models/bird_damsm
+  attngan train --config birds --data data/birds --damsm models/bird_damsm""",
     "train-damsm": """examples:
   attngan train-damsm                                      # shapes preset, data/shapes
   attngan train-damsm --config birds --data ~/data/birds \
@@ -410,7 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
         "import-release",
     )
     files = p.add_argument_group("the release's files (read with weights_only=True)")
-    files.add_argument("--generator", type=Path, required=True, help="netG_epoch_N.pth")
+    files.add_argument(
+        "--generator",
+        type=Path,
+        help="netG_epoch_N.pth; leave it out to import the DAMSM encoders alone (with "
+        "--image-encoder), a model for `attngan train --damsm`",
+    )
     files.add_argument("--text-encoder", type=Path, required=True, help="text_encoderN.pth")
     files.add_argument(
         "--captions",

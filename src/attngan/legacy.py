@@ -219,7 +219,7 @@ def infer_model_config(
 
 def import_release(
     out: str | Path,
-    generator: str | Path,
+    generator: str | Path | None,
     text_encoder: str | Path,
     captions: str | Path,
     image_encoder: str | Path | None = None,
@@ -228,20 +228,30 @@ def import_release(
     overrides: list[str] | None = None,
     legacy_mask_order: bool = True,
 ) -> Path:
-    """Convert the release's files into a model folder at ``out`` (kind ``attngan``).
+    """Convert the release's files into a model folder at ``out``: kind ``attngan`` with a
+    generator, or kind ``damsm`` from the DAMSM encoders alone (``generator=None``; then the
+    image encoder is needed), for ``attngan train --damsm``.
 
     ``config`` names the preset the remaining settings come from (``birds``, or ``coco`` when the
     generator is COCO-sized, gf 48); ``legacy_mask_order`` keeps the release's attention masking
     (its weights were trained with it).
     """
-    g_state = read_release_file(generator, "generator")
+    if generator is None and not image_encoder:
+        raise ModelError("without a generator, import the DAMSM encoders: give the image encoder")
+    if generator is None and discriminators:
+        raise ModelError("discriminators need their generator")
+    g_state = read_release_file(generator, "generator") if generator else None
     t_state = read_release_file(text_encoder, "text_encoder")
     i_state = read_release_file(image_encoder, "image_encoder") if image_encoder else None
     d_states = [read_release_file(p, "discriminator") for p in discriminators or []]
     if config is None:
-        config = "coco" if g_state["img_net1.img.0.weight"].shape[1] == 48 else "birds"
+        coco = g_state is not None and g_state["img_net1.img.0.weight"].shape[1] == 48
+        config = "coco" if coco else "birds"
     base = load_config(config, overrides or [])
-    cfg = infer_model_config(base, g_state, t_state, str(generator))
+    if g_state is not None:
+        cfg = infer_model_config(base, g_state, t_state, str(generator))
+    else:
+        cfg = _encoder_config(base, t_state, str(text_encoder))
     cfg.model.legacy_mask_order = legacy_mask_order
     if d_states and "img_code_s16.0.weight" in d_states[0]:
         cfg.model.df = d_states[0]["img_code_s16.0.weight"].shape[0]
@@ -253,9 +263,13 @@ def import_release(
             f"{len(vocab)} (use the captions.pickle of the same data set)"
         )
     modules: dict[str, nn.Module] = {}
-    modules["generator"] = from_release_state(
-        "generator", build_component("generator", cfg, len(vocab), False), g_state, str(generator)
-    )
+    if g_state is not None:
+        modules["generator"] = from_release_state(
+            "generator",
+            build_component("generator", cfg, len(vocab), False),
+            g_state,
+            str(generator),
+        )
     modules["text_encoder"] = from_release_state(
         "text_encoder",
         build_component("text_encoder", cfg, len(vocab), False),
@@ -277,10 +291,20 @@ def import_release(
         for disc, state, path in zip(discs, d_states, discriminators or [], strict=True):
             from_release_state("discriminator", disc, state, str(path))
         modules["discriminators"] = discs
-    sources = {"generator": generator, "text_encoder": text_encoder, "captions": captions}
-    if image_encoder:
-        sources["image_encoder"] = image_encoder
+    sources = {"generator": generator, "text_encoder": text_encoder, "captions": captions,
+               "image_encoder": image_encoder}  # fmt: skip
     info = {"source": "taoxugit/AttnGAN release", "imported_from": {
-        k: Path(v).name for k, v in sources.items()
+        k: Path(v).name for k, v in sources.items() if v
     }}  # fmt: skip
-    return save_model(out, "attngan", cfg, vocab, modules, info)
+    kind = "attngan" if g_state is not None else "damsm"
+    return save_model(out, kind, cfg, vocab, modules, info)
+
+
+def _encoder_config(base: Config, text_encoder: dict[str, Tensor], source: str) -> Config:
+    """The DAMSM encoders' sizes, read off the text encoder, over ``base``."""
+    word_dim = _shape(text_encoder, "encoder.weight", source)[1]
+    hidden = _shape(text_encoder, "rnn.weight_hh_l0", source)[1]
+    model = dataclasses.replace(
+        base.model, embedding_dim=2 * hidden, word_dim=word_dim, image_encoder="inception"
+    )
+    return dataclasses.replace(base, model=model)

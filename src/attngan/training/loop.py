@@ -65,6 +65,12 @@ def epoch_batches(
     ]
 
 
+def _ignore_interrupts(worker_id: int) -> None:
+    """Ctrl-C in a terminal reaches every process of the group: workers leave it to the main
+    process, which finishes its step and saves (see :class:`StopFlag`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def batch_loader(
     dataset: Dataset, batches: list[list[tuple[int, int]]], workers: int, pin: bool = False
 ) -> DataLoader:
@@ -76,6 +82,7 @@ def batch_loader(
         num_workers=workers,
         pin_memory=pin,
         generator=torch.Generator().manual_seed(0),
+        worker_init_fn=_ignore_interrupts if workers else None,
         persistent_workers=False,
     )
 
