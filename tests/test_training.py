@@ -371,3 +371,30 @@ def test_gan_refuses_encoders_trained_at_another_size(shapes_root, damsm_run, tm
     args = ["train", "--damsm", str(damsm_run), "--set", *TINY, "model.base_size=32"]
     assert cli.main([*args, "--data", str(shapes_root), "--runs", str(tmp_path)]) == 2
     assert "trained on 32 px" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("layout", ["cub", "coco", "folder"])
+def test_both_trainings_run_on_every_data_layout(layout, request, tmp_path):
+    """A step of DAMSM then of the GAN on the release's CUB layout (class masking), COCO and an
+    own-data folder, from their presets with tiny networks."""
+    from .conftest import COCO_MINI
+
+    if layout == "cub":
+        root, preset, more = request.getfixturevalue("cub_layout")[0], "birds", ["data.limit=3"]
+    elif layout == "coco":
+        if not COCO_MINI.is_dir():
+            pytest.skip("no ../shared/data/coco-mini")
+        root, preset, more = COCO_MINI, "coco", []
+    else:
+        root, preset, more = (
+            request.getfixturevalue("folder_data"),
+            "shapes",
+            ["data.captions_per_image=3"],
+        )
+    sets = [*TINY, f"data.root={root}", "model.image_encoder=cnn", "damsm.batch_size=2",
+            "train.batch_size=2", "damsm.max_steps=1", "train.max_steps=1", *more]  # fmt: skip
+    damsm = train_damsm(load_config(preset, sets), tmp_path, device="cpu", progress=False)
+    gan = train_gan(load_config(preset, sets), damsm=damsm.model, runs=tmp_path, device="cpu",
+                    progress=False)  # fmt: skip
+    assert gan.status == "finished"
+    assert load_model(gan.model, kind="attngan").config.name == preset
