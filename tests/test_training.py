@@ -22,7 +22,7 @@ from attngan.errors import TrainingError
 from attngan.metrics import r_precision
 from attngan.training import train_damsm, train_gan
 from attngan.training.damsm import damsm_lr
-from attngan.training.gan import ema_update
+from attngan.training.gan import ema_decay, ema_update
 from attngan.training.loop import (
     epoch_batches,
     list_checkpoints,
@@ -125,6 +125,13 @@ def test_ema_update_moves_parameters_and_copies_buffers():
     ema_update(ema, model, decay=0.75)
     assert torch.allclose(ema.weight, torch.full((3,), 0.75 * 1.0 + 0.25 * 2.0))
     assert torch.equal(ema.running_mean, model.running_mean)
+
+
+def test_ema_decay_warms_up_to_the_configured_decay():
+    assert ema_decay(0.999, 0) == pytest.approx(0.1)
+    assert ema_decay(0.999, 90) == pytest.approx(0.91)
+    assert ema_decay(0.999, 10**6) == 0.999
+    assert ema_decay(0.999, 0, warmup=False) == 0.999
 
 
 def test_r_precision_of_perfect_and_of_random_features():
@@ -398,3 +405,14 @@ def test_both_trainings_run_on_every_data_layout(layout, request, tmp_path):
                     progress=False)  # fmt: skip
     assert gan.status == "finished"
     assert load_model(gan.model, kind="attngan").config.name == preset
+
+
+def test_progress_bar_on_a_terminal_shows_rate_eta_and_losses(capsys):
+    from attngan.training.loop import Progress
+
+    progress = Progress(total=4, start=1, every=1, desc="gan", bar=True)
+    for step in (2, 3, 4):
+        progress.update(step, {"d": 1.25, "g": 3.5}, epoch=0)
+    progress.close()
+    err = capsys.readouterr().err
+    assert "gan" in err and "4/4" in err and "step/s" in err and "d=1.250" in err

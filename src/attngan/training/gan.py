@@ -58,6 +58,12 @@ def find_damsm(path: str | Path) -> Path:
     raise ModelError(f"{path} is neither a model folder nor a run folder with a model")
 
 
+def ema_decay(decay: float, step: int, warmup: bool = True) -> float:
+    """The EMA decay after ``step`` finished steps: ``decay``, or with ``warmup`` at most
+    ``(1 + step) / (10 + step)``, so early averages follow the generator closely."""
+    return min(decay, (1 + step) / (10 + step)) if warmup else decay
+
+
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """``ema ← decay·ema + (1 − decay)·model`` for parameters; buffers (BatchNorm statistics)
@@ -180,7 +186,7 @@ class GANTrainer(Loop):
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
-        ema_update(self.ema, self.generator, t.ema_decay)
+        ema_update(self.ema, self.generator, ema_decay(t.ema_decay, self.step, t.ema_warmup))
         losses.update(g=g_loss.item(), g_adv=adv.item(), damsm=damsm.item(), kl=kl.item())
         return losses
 
