@@ -149,20 +149,26 @@ def write_checkpoint_atomic(
     return final
 
 
+def _fsync(path: Path) -> None:
+    """Flush one file or folder entry to disk (best effort: some file systems refuse)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _fsync_folder(path: Path) -> None:
-    for file in [*path.iterdir(), path] if path.is_dir() else [path]:
-        if file.is_dir() and file != path:
-            continue
-        try:
-            fd = os.open(file, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+    """Flush a folder's files, then its list of entries."""
+    for file in path.iterdir():
+        if file.is_file():
+            _fsync(file)
+    _fsync(path)
 
 
 def remove_partial_checkpoints(run_dir: str | Path) -> list[str]:
