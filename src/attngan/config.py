@@ -67,6 +67,7 @@ class ModelConfig:
     embedding_dim: int = 256  # joint word/region space of DAMSM
     word_dim: int = 300  # text-encoder word-embedding width
     image_encoder: str = "inception"  # one of IMAGE_ENCODERS
+    word_attention: bool = True  # False: refinement stages see the sentence only (ablation)
     legacy_mask_order: bool = False  # reproduce the release's padding-mask tiling (AttnGAN#93)
     inception_align_corners: bool = False  # align_corners of the Inception encoder's 299 resize
     cnn_channels: int = 32  # width of the small CNN image encoder's first block

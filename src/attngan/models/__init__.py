@@ -39,6 +39,7 @@ def build_generator(m: ModelConfig, initialize: bool = True) -> Generator:
         condition_dim=m.condition_dim,
         embedding_dim=m.embedding_dim,
         legacy_mask_order=m.legacy_mask_order,
+        word_attention=m.word_attention,
         initialize=initialize,
     )
 

@@ -93,18 +93,41 @@ class InitialStage(nn.Module):
 
 
 class RefinementStage(nn.Module):
-    """[h, word context] -> residual blocks -> up-block: [B, gf, s, s] -> [B, gf, 2s, 2s]."""
+    """[h, word context] -> residual blocks -> up-block: [B, gf, s, s] -> [B, gf, 2s, 2s].
+
+    With ``word_attention=False`` (the paper's ablation) the context is the sentence vector,
+    projected to ``gf`` channels and tiled over the map, and the returned attention is uniform
+    over the caption's words.
+    """
 
     def __init__(
-        self, gf: int, embedding_dim: int, residual_blocks: int, legacy_mask_order: bool
+        self,
+        gf: int,
+        embedding_dim: int,
+        residual_blocks: int,
+        legacy_mask_order: bool,
+        word_attention: bool = True,
     ) -> None:
         super().__init__()
-        self.attention = WordAttention(gf, embedding_dim, legacy_mask_order)
+        if word_attention:
+            self.attention = WordAttention(gf, embedding_dim, legacy_mask_order)
+        else:
+            self.sentence = nn.Linear(embedding_dim, gf, bias=False)
+        self.word_attention = word_attention
         self.residual = nn.Sequential(*(ResBlock(2 * gf) for _ in range(residual_blocks)))
         self.up = UpBlock(2 * gf, gf)
 
-    def forward(self, h: Tensor, words: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        context, attention = self.attention(h, words, mask)  # Eq. 2
+    def forward(
+        self, h: Tensor, words: Tensor, mask: Tensor, sentence: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        if self.word_attention:
+            context, attention = self.attention(h, words, mask)  # Eq. 2
+        else:
+            b, _, s, _ = h.shape
+            context = self.sentence(sentence)[:, :, None, None].expand(-1, -1, s, s)
+            keep = (~mask).to(h.dtype)
+            uniform = keep / keep.sum(1, keepdim=True).clamp(min=1)
+            attention = uniform[:, :, None, None].expand(-1, -1, s, s)
         h = self.up(self.residual(torch.cat([h, context], dim=1)))  # Eq. 1, F_i
         return h, attention
 
@@ -119,6 +142,8 @@ class Generator(nn.Module):
         residual_blocks: residual blocks per refinement stage (release R_NUM).
         z_dim, condition_dim, embedding_dim: noise, conditioning and text-feature widths.
         legacy_mask_order: see :class:`~attngan.models.attention.WordAttention`.
+        word_attention: False conditions the refinement stages on the sentence vector only
+            (the paper's ablation, see :class:`RefinementStage`).
         initialize: apply the release's initialisation (skip it for weights about to be loaded:
             orthogonal init of the large layers takes seconds).
     """
@@ -133,6 +158,7 @@ class Generator(nn.Module):
         condition_dim: int = 100,
         embedding_dim: int = 256,
         legacy_mask_order: bool = False,
+        word_attention: bool = True,
         initialize: bool = True,
     ) -> None:
         super().__init__()
@@ -144,7 +170,7 @@ class Generator(nn.Module):
         self.image_sizes = [base_size * 2**i for i in range(stages)]
         self.ca = ConditioningAugmentation(embedding_dim, condition_dim)
         refine = (
-            RefinementStage(gf, embedding_dim, residual_blocks, legacy_mask_order)
+            RefinementStage(gf, embedding_dim, residual_blocks, legacy_mask_order, word_attention)
             for _ in range(stages - 1)
         )
         self.stages = nn.ModuleList([InitialStage(z_dim + condition_dim, gf, base_size), *refine])
@@ -173,7 +199,7 @@ class Generator(nn.Module):
         h = self.stages[0](torch.cat([cond.code, z], dim=1))
         images, attention = [torch.tanh(self.to_image[0](h))], []
         for stage, to_image in zip(self.stages[1:], self.to_image[1:], strict=True):
-            h, att = stage(h, words, mask)
+            h, att = stage(h, words, mask, sentence)
             images.append(torch.tanh(to_image(h)))
             attention.append(att)
         return GeneratorOutput(images, attention, cond.mu, cond.logvar)

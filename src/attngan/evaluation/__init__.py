@@ -1,0 +1,1 @@
+"""Networks and procedures that judge generated images (classifiers, feature extractors)."""

@@ -1,0 +1,499 @@
+"""``attngan evaluate``: the literature's measures of a trained model in one call (SPEC §8).
+
+One image per test caption: for test image ``i`` (cycling when more images are asked for than the
+split has) a caption drawn with ``(seed, i)`` and the noise of ``image_seed(seed, i, 0)``, so the
+images do not depend on the batch size. Every generated image (the last stage, quantised to 8 bits
+as a saved PNG would be) is measured as it comes; none are kept.
+
+- ``fid``, ``kid``: Inception pool features of the generated images against the test split's real
+  images, prepared as the test loader prepares them (box crop, resize, centre crop to the last
+  stage's size) and quantised to 8 bits. The real statistics are cached under a key of everything
+  that changes them.
+- ``is``: the Inception Score with a classifier: the ``shapes`` attribute classifier on ``shapes``
+  data (64 (colour, shape) classes), else an ImageNet Inception-v3 given with ``is_weights``.
+- ``r_precision``: the model's own DAMSM encoders rank each image's caption among ``candidates``.
+- ``semantic`` (``shapes`` only): the attribute classifier checks every object the caption names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from attngan.errors import ConfigError, DataError, ModelError
+from attngan.fileio import atomic_path
+from attngan.metrics import (
+    feature_stats,
+    frechet_distance,
+    inception_score,
+    kernel_inception_distance,
+    r_precision,
+)
+
+log = logging.getLogger(__name__)
+
+METRICS = ("fid", "kid", "is", "r_precision", "semantic")
+ATTRIBUTES = ("colour", "shape", "size", "position")
+STATS_VERSION = 1  # bump when the real-image preparation changes
+
+
+def default_cache_dir() -> Path:
+    """``$ATTNGAN_CACHE``, else ``~/.cache/attngan``."""
+    env = os.environ.get("ATTNGAN_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "attngan"
+
+
+@dataclass
+class EvalItem:
+    """One generated image's request: its caption and the truth it should show."""
+
+    record_index: int
+    caption: str
+    seed: int
+    objects: list[dict] = field(default_factory=list)
+    relation: str | None = None
+    held_out: bool = False
+
+
+def _is_shapes(records: Sequence[Any]) -> bool:
+    return bool(records) and all("objects" in r.attributes for r in records)
+
+
+def plan_items(records: Sequence[Any], num_images: int, seed: int) -> list[EvalItem]:
+    """``num_images`` requests cycling through ``records``; item ``i``'s caption is drawn with
+    ``(seed, i)``."""
+    from attngan.pipeline import image_seed
+
+    items = []
+    for i in range(num_images):
+        r = i % len(records)
+        record = records[r]
+        rng = np.random.default_rng([seed, i])
+        tokens = record.captions[int(rng.integers(len(record.captions)))]
+        attrs = record.attributes
+        items.append(
+            EvalItem(
+                record_index=r,
+                caption=" ".join(tokens),
+                seed=image_seed(seed, i, 0),
+                objects=list(attrs.get("objects", [])),
+                relation=attrs.get("relation"),
+                held_out=bool(attrs.get("held_out", False)),
+            )
+        )
+    return items
+
+
+def _batches(n: int, size: int) -> Iterator[range]:
+    for start in range(0, n, size):
+        yield range(start, min(n, start + size))
+
+
+# ------------------------------------------------------------------------------------------------
+# Real-image statistics
+# ------------------------------------------------------------------------------------------------
+
+
+def _records_signature(records: Sequence[Any]) -> str:
+    digest = hashlib.sha1()
+    for r in records:
+        try:
+            st = r.image.stat()
+            digest.update(f"{r.image.resolve()}|{st.st_size}|{st.st_mtime_ns}|{r.bbox}\n".encode())
+        except OSError:
+            digest.update(f"{r.image}|missing\n".encode())
+    return digest.hexdigest()
+
+
+def stats_key(feature_key: str, records: Sequence[Any], image_size: int, count: int) -> str:
+    """A cache key of every option that changes the real images' features."""
+    parts = {
+        "version": STATS_VERSION,
+        "features": feature_key,
+        "images": _records_signature(records[:count]),
+        "count": count,
+        "image_size": image_size,
+        "preparation": "test-transform,bilinear-299,uint8",
+    }
+    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def real_features(
+    records: Sequence[Any],
+    image_size: int,
+    extract: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+    progress: bool,
+) -> np.ndarray:
+    """Features of the real images, prepared as the test loader prepares them."""
+    from attngan.data.dataset import load_image
+    from attngan.data.transforms import PyramidTransform
+    from attngan.evaluation.inception import to_uint8
+
+    transform = PyramidTransform([image_size], train=False)
+    out = []
+    bar = tqdm(total=len(records), desc="real images", unit="img", disable=not progress)
+    for batch in _batches(len(records), batch_size):
+        images = torch.stack(
+            [transform(load_image(records[i].image), records[i].bbox)[-1] for i in batch]
+        )
+        out.append(extract(to_uint8(images)).numpy())
+        bar.update(len(batch))
+    bar.close()
+    return np.concatenate(out)
+
+
+def cached_real_features(
+    records: Sequence[Any],
+    image_size: int,
+    features: Any,
+    batch_size: int,
+    cache_dir: Path | None,
+    progress: bool,
+) -> np.ndarray:
+    """:func:`real_features`, read from / written to ``cache_dir`` (None: no cache)."""
+    key = stats_key(features.key, records, image_size, len(records))
+    path = None if cache_dir is None else Path(cache_dir) / f"fid-real-{key}.npz"
+    if path is not None and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                log.info("real-image features from the cache: %s", path)
+                return f["features"].astype(np.float64)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring a bad cache file %s (%s)", path, exc)
+
+    def extract(x: torch.Tensor) -> torch.Tensor:
+        return features(x, uint8=True)
+
+    feats = real_features(records, image_size, extract, batch_size, progress)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, features=feats.astype(np.float32))
+    return feats
+
+
+# ------------------------------------------------------------------------------------------------
+# Semantic accuracy on shapes
+# ------------------------------------------------------------------------------------------------
+
+
+def _size_named(caption: str) -> bool:
+    from attngan.data.shapes import SIZE_WORDS
+
+    words = set(caption.split())
+    return any(w in words for ws in SIZE_WORDS.values() for w in ws)
+
+
+def _relation_holds(relation: str, first: int, second: int) -> bool:
+    """Cells (row-major, 3 x 3) of object 0 and object 1 satisfy 'object 0 <relation> object 1'."""
+    (r0, c0), (r1, c1) = divmod(first, 3), divmod(second, 3)
+    return {
+        "left of": c0 < c1,
+        "right of": c0 > c1,
+        "above": r0 < r1,
+        "below": r0 > r1,
+    }[relation]
+
+
+class SemanticTally:
+    """Correct / judged counts per attribute, over all items and over held-out-pair items."""
+
+    def __init__(self) -> None:
+        self.counts = {g: {a: [0, 0] for a in ATTRIBUTES} for g in ("all", "held_out")}
+        self.images = {"all": [0, 0], "held_out": [0, 0]}
+
+    def add(self, item: EvalItem, verdicts: list[dict]) -> None:
+        size_named = _size_named(item.caption)
+        two = len(item.objects) == 2 and item.relation is not None
+        image_ok = True
+        for obj_i, v in enumerate(verdicts):
+            judged = {"colour": v["colour"], "shape": v["shape"]}
+            if size_named:
+                judged["size"] = v["size"]
+            if two:
+                if obj_i == 0:  # the relation is judged once per pair
+                    cells = [verdicts[0]["cell"], verdicts[1]["cell"]]
+                    judged["position"] = _relation_holds(item.relation, *cells)
+            else:
+                judged["position"] = v["position"]
+            for group in ("all", "held_out") if item.held_out else ("all",):
+                for attr, ok in judged.items():
+                    self.counts[group][attr][0] += int(ok)
+                    self.counts[group][attr][1] += 1
+            image_ok = image_ok and all(judged.values())
+        for group in ("all", "held_out") if item.held_out else ("all",):
+            self.images[group][0] += int(image_ok)
+            self.images[group][1] += 1
+
+    def result(self) -> dict:
+        out = {}
+        for group, counts in self.counts.items():
+            out[group] = {a: (c / n if n else None) for a, (c, n) in counts.items()}
+            out[group]["all_correct"] = (
+                self.images[group][0] / self.images[group][1] if self.images[group][1] else None
+            )
+            out[group]["images"] = self.images[group][1]
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The evaluation
+# ------------------------------------------------------------------------------------------------
+
+
+def _text_features(
+    text_encoder: torch.nn.Module, ids: list[list[int]], device: torch.device
+) -> torch.Tensor:
+    """Sentence features of captions of any lengths, in their order."""
+    from attngan.pipeline import _length_batches
+
+    out: dict[int, torch.Tensor] = {}
+    for batch in _length_batches(ids, 64):
+        tokens = torch.tensor([ids[n] for n in batch], dtype=torch.int64, device=device)
+        lengths = torch.full((len(batch),), tokens.size(1), dtype=torch.int64, device=device)
+        sentence = text_encoder(tokens, lengths).sentence.float().cpu()
+        for b, n in enumerate(batch):
+            out[n] = sentence[b]
+    return torch.stack([out[n] for n in range(len(ids))])
+
+
+def evaluate(
+    model: str | Path,
+    data: str | Path | None = None,
+    metrics: Sequence[str] | None = None,
+    data_format: str | None = None,
+    num_images: int | None = None,
+    seed: int = 0,
+    batch_size: int = 50,
+    device: str | torch.device = "cpu",
+    inception: str | Path | None = None,
+    is_weights: str | Path | None = None,
+    classifier: str | Path | None = None,
+    cache_dir: str | Path | None = "default",
+    candidates: int = 100,
+    folds: int = 10,
+    is_splits: int = 10,
+    progress: bool = True,
+) -> dict:
+    """Measure ``model`` on the test split of ``data`` (default: the model's ``data.root``), read
+    in layout ``data_format`` (default: the model's ``data.format``).
+
+    ``metrics`` (default: every one that applies) is a subset of :data:`METRICS`; one that was
+    asked for and cannot run (e.g. ``semantic`` off ``shapes``) is an error, one that was not asked
+    for is skipped with the reason in ``result["skipped"]``. Returns a JSON-ready dict.
+    """
+    from attngan.checkpoints import load_model
+    from attngan.data.records import read_records
+    from attngan.pipeline import Pipeline
+
+    started = time.perf_counter()
+    asked = list(metrics) if metrics else []
+    unknown = [m for m in asked if m not in METRICS]
+    if unknown:
+        raise ConfigError(f"unknown metric {unknown[0]!r} (one of {', '.join(METRICS)})")
+    wanted = asked or list(METRICS)
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1 (got {batch_size})")
+    device = torch.device(device)
+    cache = default_cache_dir() if cache_dir == "default" else cache_dir
+
+    pipe = Pipeline.from_pretrained(model, device)
+    config = pipe.config
+    root = Path(data) if data is not None else Path(config.data.root)
+    fmt = data_format or config.data.format
+    split = read_records(fmt, root, config.data.captions_per_image, True)
+    records = split.records.get("test", [])
+    if not records:
+        raise DataError(f"{root}: the test split has no images")
+    num = len(records) if num_images is None else int(num_images)
+    if num < 2:
+        raise ConfigError(f"num_images must be >= 2 (got {num})")
+    items = plan_items(records, num, seed)
+    image_size = config.model.image_sizes[-1]
+    shapes = _is_shapes(records)
+    skipped: dict[str, str] = {}
+
+    def skip(metric: str, why: str) -> None:
+        if metric in asked:
+            raise ConfigError(f"cannot compute {metric}: {why}")
+        skipped[metric] = why
+
+    # --- the judges ------------------------------------------------------------------------
+    features = None
+    if "fid" in wanted or "kid" in wanted:
+        from attngan.evaluation.inception import InceptionFeatures
+
+        try:
+            features = InceptionFeatures(inception, device)
+        except ModelError as exc:
+            for m in ("fid", "kid"):
+                if m in wanted:
+                    skip(m, str(exc))
+    judge_net = None
+    if shapes and ("semantic" in wanted or ("is" in wanted and is_weights is None)):
+        from attngan.evaluation.shapes_classifier import load_shapes_classifier
+
+        judge_net = load_shapes_classifier(classifier, device=device)
+    elif "semantic" in wanted:
+        skip("semantic", "semantic accuracy needs shapes data (objects in its metadata)")
+    imagenet = None
+    if "is" in wanted and is_weights is not None:
+        from attngan.evaluation.inception import ImageNetClassifier
+
+        imagenet = ImageNetClassifier(is_weights, device)
+    elif "is" in wanted and judge_net is None:
+        skip("is", "the Inception Score needs a classifier: pass --is-weights (ImageNet Inception)")
+    encoders = None
+    if "r_precision" in wanted:
+        if num < candidates:
+            skip("r_precision", f"needs >= {candidates} images (got {num}); see --candidates")
+        else:
+            try:
+                encoders = load_model(
+                    model, components=("text_encoder", "image_encoder"), device=device
+                )
+            except ModelError as exc:
+                skip("r_precision", str(exc))
+    active = [m for m in wanted if m not in skipped]
+
+    # --- real images -----------------------------------------------------------------------
+    real = None
+    if features is not None:
+        real_records = [records[i] for i in range(min(len(records), max(num, 2)))]
+        cache_path = None if cache is None else Path(cache)
+        real = cached_real_features(
+            real_records, image_size, features, batch_size, cache_path, progress
+        )
+
+    # --- generated images ------------------------------------------------------------------
+    encoded = [pipe.encode(item.caption, i)[0] for i, item in enumerate(items)]
+    ids = [e.ids for e in encoded]
+    fake_feats, probs, image_codes = [], [], []
+    tally = SemanticTally()
+    bar = tqdm(total=num, desc="generating", unit="img", disable=not progress)
+    from attngan.pipeline import _length_batches
+
+    with torch.inference_mode():
+        for batch in _length_batches(ids, batch_size):
+            images = pipe._generate([ids[n] for n in batch], [items[n].seed for n in batch], False)[
+                0
+            ][-1]
+            if features is not None:
+                fake_feats.append(features(images).numpy())
+            if judge_net is not None:
+                from attngan.evaluation.shapes_classifier import class_probabilities, judge
+
+                x = images.to(device)
+                if "semantic" in active:
+                    verdicts = judge(judge_net, x, [items[n].objects for n in batch])
+                    for n, v in zip(batch, verdicts, strict=True):
+                        tally.add(items[n], v)
+                if "is" in active and imagenet is None:
+                    probs.append((list(batch), class_probabilities(judge_net, x).cpu()))
+            if imagenet is not None:
+                probs.append((list(batch), imagenet(images).cpu()))
+            if encoders is not None:
+                codes = encoders["image_encoder"](images.to(device)).image.float().cpu()
+                image_codes.append((list(batch), codes))
+            bar.update(len(batch))
+    bar.close()
+
+    results: dict[str, Any] = {}
+    if features is not None:
+        fake = np.concatenate(fake_feats)
+        if "fid" in active:
+            results["fid"] = frechet_distance(feature_stats(fake), feature_stats(real))
+        if "kid" in active:
+            kid = kernel_inception_distance(fake, real, subsets=100, subset_size=1000, seed=seed)
+            results["kid"] = {"mean": kid.mean, "std": kid.std}
+    if "is" in active and probs:
+        p = torch.empty(num, probs[0][1].size(1))
+        for rows, chunk in probs:
+            p[rows] = chunk
+        score = inception_score(p, splits=is_splits)
+        results["is"] = {
+            "mean": score.mean,
+            "std": score.std,
+            "classifier": "imagenet-inception" if imagenet is not None else "shapes",
+            "splits": is_splits,
+        }
+    if encoders is not None:
+        codes = torch.empty(num, image_codes[0][1].size(1))
+        for rows, chunk in image_codes:
+            codes[rows] = chunk
+        with torch.inference_mode():
+            sentences = _text_features(encoders["text_encoder"], ids, device)
+        rp = r_precision(codes, sentences, candidates=candidates, folds=folds, seed=seed)
+        results["r_precision"] = {
+            "mean": rp.mean,
+            "std": rp.std,
+            "candidates": candidates,
+            "folds": folds,
+        }
+    if "semantic" in active:
+        results["semantic"] = tally.result()
+
+    return {
+        "model": str(model),
+        "data": str(root),
+        "split": "test",
+        "num_images": num,
+        "image_size": image_size,
+        "seed": seed,
+        "metrics": results,
+        "skipped": skipped,
+        "inception": None if features is None else str(features.path),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def format_table(result: dict) -> str:
+    """The result as a small text table, one measure per line."""
+    m = result["metrics"]
+    rows: list[tuple[str, str]] = []
+    if "fid" in m:
+        rows.append(("FID", f"{m['fid']:.2f}"))
+    if "kid" in m:
+        rows.append(
+            ("KID (x 1000)", f"{1000 * m['kid']['mean']:.2f} ± {1000 * m['kid']['std']:.2f}")
+        )
+    if "is" in m:
+        rows.append(
+            (f"IS ({m['is']['classifier']})", f"{m['is']['mean']:.2f} ± {m['is']['std']:.2f}")
+        )
+    if "r_precision" in m:
+        rp = m["r_precision"]
+        rows.append(
+            (
+                f"R-precision (1 of {rp['candidates']})",
+                f"{100 * rp['mean']:.2f} ± {100 * rp['std']:.2f} %",
+            )
+        )
+    for group, title in (("all", "all test captions"), ("held_out", "held-out pairs")):
+        sem = m.get("semantic", {}).get(group)
+        if not sem or not sem["images"]:
+            continue
+        for attr in (*ATTRIBUTES, "all_correct"):
+            if sem.get(attr) is not None:
+                name = "all attributes" if attr == "all_correct" else attr
+                rows.append((f"{name} ({title}, {sem['images']})", f"{100 * sem[attr]:.1f} %"))
+    width = max((len(r[0]) for r in rows), default=10)
+    lines = [
+        f"{result['model']} on {result['data']} ({result['num_images']} images, "
+        f"{result['image_size']} px, seed {result['seed']})"
+    ]
+    lines += [f"  {name:<{width}}  {value}" for name, value in rows]
+    lines += [f"  skipped {k}: {v}" for k, v in result["skipped"].items()]
+    return "\n".join(lines)
