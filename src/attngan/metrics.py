@@ -105,7 +105,8 @@ def kernel_inception_distance(
 ) -> MeanStd:
     """The unbiased squared MMD between two feature sets under the cubic polynomial kernel
     ``k(x, y) = (x.y / D + 1)^3`` (Binkowski et al. 2018), averaged over ``subsets`` random subsets
-    of ``min(subset_size, N_a, N_b)`` items of each."""
+    of ``min(subset_size, N_a, N_b)`` items of each (one subset, std 0, when that is both sets
+    whole)."""
     x = np.asarray(a.detach().cpu() if isinstance(a, Tensor) else a, dtype=np.float64)
     y = np.asarray(b.detach().cpu() if isinstance(b, Tensor) else b, dtype=np.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
@@ -113,6 +114,8 @@ def kernel_inception_distance(
     m = min(subset_size, x.shape[0], y.shape[0])
     if m < 2:
         raise ValueError("KID needs at least 2 items in each set")
+    if m == x.shape[0] == y.shape[0]:
+        subsets = 1  # every subset would be the whole of both sets: one estimate, no spread
     rng = np.random.default_rng(seed)
     dim = x.shape[1]
     scores = []

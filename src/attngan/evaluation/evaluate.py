@@ -416,8 +416,9 @@ def evaluate(
         if "fid" in active:
             results["fid"] = frechet_distance(feature_stats(fake), feature_stats(real))
         if "kid" in active:
-            kid = kernel_inception_distance(fake, real, subsets=100, subset_size=1000, seed=seed)
-            results["kid"] = {"mean": kid.mean, "std": kid.std}
+            size = min(1000, max(2, min(len(fake), len(real)) // 2))
+            kid = kernel_inception_distance(fake, real, subsets=100, subset_size=size, seed=seed)
+            results["kid"] = {"mean": kid.mean, "std": kid.std, "subset_size": size}
     if "is" in active and probs:
         p = torch.empty(num, probs[0][1].size(1))
         for rows, chunk in probs:
