@@ -241,16 +241,6 @@ def _read_captions_file(path: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise AttnGANError("--device cuda: no CUDA device is available (try --device auto)")
-    return name
-
-
 def _model_path(path: Path | None) -> Path:
     """The given model folder, or the bundled shapes model."""
     if path is not None:
@@ -263,13 +253,14 @@ def _model_path(path: Path | None) -> Path:
 def cmd_generate(args: argparse.Namespace) -> int:
     from attngan.errors import DataError
     from attngan.pipeline import Pipeline
+    from attngan.training.loop import resolve_device
 
     captions = list(args.captions)
     if args.captions_file is not None:
         captions += _read_captions_file(args.captions_file)
     if not captions:
         raise DataError("no caption: give captions as arguments or with --captions-file")
-    pipe = Pipeline.from_pretrained(_model_path(args.model), device=_device(args.device))
+    pipe = Pipeline.from_pretrained(_model_path(args.model), device=resolve_device(args.device))
     output = pipe(
         captions,
         num_images=args.num_images,
@@ -296,6 +287,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from attngan.evaluation.evaluate import evaluate, format_table
     from attngan.fileio import write_text_atomic
+    from attngan.training.loop import resolve_device
 
     result = evaluate(
         _model_path(args.model),
@@ -305,7 +297,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         num_images=args.num_images,
         seed=args.seed,
         batch_size=args.batch_size,
-        device=_device(args.device),
+        device=resolve_device(args.device),
         inception=args.inception,
         is_weights=args.is_weights,
         classifier=args.classifier,

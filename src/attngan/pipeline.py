@@ -260,14 +260,19 @@ class Pipeline:
             use_mean=use_mean,
         )
 
+    def encode_text(self, ids: list[list[int]]):  # -> TextFeatures
+        """The text encoder's features of a batch of equally long captions (token ids), on the
+        pipeline's device."""
+        tokens = torch.tensor(ids, dtype=torch.int64, device=self.device)  # [b, T]
+        lengths = torch.full((len(ids),), tokens.size(1), dtype=torch.int64, device=self.device)
+        return self.text_encoder(tokens, lengths)
+
     def _generate(
         self, ids: list[list[int]], seeds: list[int], use_mean: bool
     ) -> tuple[list[Tensor], list[Tensor]]:
         """One batch of equally long captions -> per-stage images ``[b, 3, s, s]`` and per-stage
         attention ``[b, T, h, w]``, on the CPU."""
-        tokens = torch.tensor(ids, dtype=torch.int64, device=self.device)  # [b, T]
-        lengths = torch.full((len(ids),), tokens.size(1), dtype=torch.int64, device=self.device)
-        text = self.text_encoder(tokens, lengths)
+        text = self.encode_text(ids)
         g = self.generator
         noise = [sample_noise(1, g.z_dim, g.condition_dim, seed=s) for s in seeds]
         z = torch.cat([n.z for n in noise]).to(self.device)  # [b, z_dim]

@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,7 @@ def stats_key(feature_key: str, records: Sequence[Any], image_size: int, count: 
 def real_features(
     records: Sequence[Any],
     image_size: int,
-    extract: Callable[[torch.Tensor], torch.Tensor],
+    features: Any,
     batch_size: int,
     progress: bool,
 ) -> np.ndarray:
@@ -148,7 +148,7 @@ def real_features(
         images = torch.stack(
             [transform(load_image(records[i].image), records[i].bbox)[-1] for i in batch]
         )
-        out.append(extract(to_uint8(images)).numpy())
+        out.append(features(to_uint8(images), uint8=True).numpy())
         bar.update(len(batch))
     bar.close()
     return np.concatenate(out)
@@ -173,10 +173,7 @@ def cached_real_features(
         except (OSError, ValueError, KeyError) as exc:
             log.warning("ignoring a bad cache file %s (%s)", path, exc)
 
-    def extract(x: torch.Tensor) -> torch.Tensor:
-        return features(x, uint8=True)
-
-    feats = real_features(records, image_size, extract, batch_size, progress)
+    feats = real_features(records, image_size, features, batch_size, progress)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -253,17 +250,13 @@ class SemanticTally:
 # ------------------------------------------------------------------------------------------------
 
 
-def _text_features(
-    text_encoder: torch.nn.Module, ids: list[list[int]], device: torch.device
-) -> torch.Tensor:
+def _sentence_features(pipe: Any, ids: list[list[int]]) -> torch.Tensor:
     """Sentence features of captions of any lengths, in their order."""
     from attngan.pipeline import _length_batches
 
     out: dict[int, torch.Tensor] = {}
     for batch in _length_batches(ids, 64):
-        tokens = torch.tensor([ids[n] for n in batch], dtype=torch.int64, device=device)
-        lengths = torch.full((len(batch),), tokens.size(1), dtype=torch.int64, device=device)
-        sentence = text_encoder(tokens, lengths).sentence.float().cpu()
+        sentence = pipe.encode_text([ids[n] for n in batch]).sentence.float().cpu()
         for b, n in enumerate(batch):
             out[n] = sentence[b]
     return torch.stack([out[n] for n in range(len(ids))])
@@ -296,7 +289,7 @@ def evaluate(
     """
     from attngan.checkpoints import load_model
     from attngan.data.records import read_records
-    from attngan.pipeline import Pipeline
+    from attngan.pipeline import Pipeline, _length_batches
 
     started = time.perf_counter()
     asked = list(metrics) if metrics else []
@@ -343,7 +336,11 @@ def evaluate(
                     skip(m, str(exc))
     judge_net = None
     if shapes and ("semantic" in wanted or ("is" in wanted and is_weights is None)):
-        from attngan.evaluation.shapes_classifier import load_shapes_classifier
+        from attngan.evaluation.shapes_classifier import (
+            class_probabilities,
+            judge,
+            load_shapes_classifier,
+        )
 
         judge_net = load_shapes_classifier(classifier, device=device)
     elif "semantic" in wanted:
@@ -360,10 +357,8 @@ def evaluate(
         if num < candidates:
             skip("r_precision", f"needs >= {candidates} images (got {num}); see --candidates")
         else:
-            try:
-                encoders = load_model(
-                    model, components=("text_encoder", "image_encoder"), device=device
-                )
+            try:  # the pipeline holds the text encoder already
+                encoders = load_model(model, components=("image_encoder",), device=device)
             except ModelError as exc:
                 skip("r_precision", str(exc))
     active = [m for m in wanted if m not in skipped]
@@ -371,10 +366,9 @@ def evaluate(
     # --- real images -----------------------------------------------------------------------
     real = None
     if features is not None:
-        real_records = [records[i] for i in range(min(len(records), max(num, 2)))]
         cache_path = None if cache is None else Path(cache)
         real = cached_real_features(
-            real_records, image_size, features, batch_size, cache_path, progress
+            records[:num], image_size, features, batch_size, cache_path, progress
         )
 
     # --- generated images ------------------------------------------------------------------
@@ -383,8 +377,6 @@ def evaluate(
     fake_feats, probs, image_codes = [], [], []
     tally = SemanticTally()
     bar = tqdm(total=num, desc="generating", unit="img", disable=not progress)
-    from attngan.pipeline import _length_batches
-
     with torch.inference_mode():
         for batch in _length_batches(ids, batch_size):
             images = pipe._generate([ids[n] for n in batch], [items[n].seed for n in batch], False)[
@@ -393,8 +385,6 @@ def evaluate(
             if features is not None:
                 fake_feats.append(features(images).numpy())
             if judge_net is not None:
-                from attngan.evaluation.shapes_classifier import class_probabilities, judge
-
                 x = images.to(device)
                 if "semantic" in active:
                     verdicts = judge(judge_net, x, [items[n].objects for n in batch])
@@ -435,7 +425,7 @@ def evaluate(
         for rows, chunk in image_codes:
             codes[rows] = chunk
         with torch.inference_mode():
-            sentences = _text_features(encoders["text_encoder"], ids, device)
+            sentences = _sentence_features(pipe, ids)
         rp = r_precision(codes, sentences, candidates=candidates, folds=folds, seed=seed)
         results["r_precision"] = {
             "mean": rp.mean,
