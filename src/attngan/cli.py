@@ -660,6 +660,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("attngan: interrupted", file=sys.stderr)
         return 130
+    finally:
+        from attngan.training import distributed
+
+        distributed.shutdown()  # under torchrun: leave the process group cleanly
     log.debug("done in %.1f s", time.perf_counter() - start)
     return code
 

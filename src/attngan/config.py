@@ -145,6 +145,11 @@ class TrainConfig:
     log_every: int = 50  # steps between log lines and stats.jsonl rows (DAMSM and GAN runs)
     sample_captions: int = 16  # test captions in every sample grid (fixed for the whole run)
     damsm_model: str = ""  # the DAMSM model (or train-damsm run folder) GAN training uses
+    # speed switches (docs/performance.md); all off is the plain float32 path
+    precision: str = "fp32"  # fp32, or bf16: autocast of the networks' forward passes
+    channels_last: bool = False  # NHWC memory format for the convolutional networks
+    compile: bool = False  # torch.compile the generator and discriminator steps
+    sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over the global batch
 
     def __post_init__(self) -> None:
         _at_least("train.batch_size", self.batch_size, 2)
@@ -156,6 +161,7 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay must be in [0, 1) (got {self.ema_decay})")
         for key in ("sample_every", "checkpoint_every", "keep_checkpoints"):
             _at_least(f"train.{key}", getattr(self, key), 1)
+        _choice("train.precision", self.precision, ("fp32", "bf16"))
 
 
 @dataclass

@@ -120,18 +120,24 @@ def discriminator_loss(
     fake_uncond: Tensor | None,
     fake_cond: Tensor,
     mismatched_cond: Tensor | None,
+    mismatched_weight: float = 1.0,
 ) -> Tensor:
     """``(real_uncond + real_cond)/2 + (fake_uncond + fake_cond + mismatched_cond)/3`` of BCE terms
     (SPEC §6). Each side averages the terms it has: without the unconditional head (None) it is
-    the release's ``real_cond + (fake_cond + mismatched_cond)/2``; without mismatched pairs (a
-    batch of one, where the release gives NaN) the fake side averages the other terms."""
+    the release's ``real_cond + (fake_cond + mismatched_cond)/2``; without mismatched pairs (None:
+    a batch of one, where the release gives NaN) the fake side averages the other terms.
+    ``mismatched_weight`` scales the mismatched term, whose pairs may be a share of a larger
+    (data-parallel) batch's; an empty ``mismatched_cond`` is a share of zero."""
     reals = [_bce(real_cond, 1.0)]
     fakes = [_bce(fake_cond, 0.0)]
     if real_uncond is not None and fake_uncond is not None:
         reals.append(_bce(real_uncond, 1.0))
         fakes.append(_bce(fake_uncond, 0.0))
-    if mismatched_cond is not None and mismatched_cond.numel():
-        fakes.append(_bce(mismatched_cond, 0.0))
+    if mismatched_cond is not None:
+        if mismatched_cond.numel():
+            fakes.append(mismatched_weight * _bce(mismatched_cond, 0.0))
+        else:
+            fakes.append(fake_cond.new_zeros(()))
     return sum(reals) / len(reals) + sum(fakes) / len(fakes)
 
 
@@ -142,20 +148,38 @@ def generator_adversarial_loss(fake_uncond: Tensor | None, fake_cond: Tensor) ->
     return loss if fake_uncond is None else loss + _bce(fake_uncond, 1.0)
 
 
+class Mismatched(NamedTuple):
+    """Which real images meet which wrong sentence: ``rows`` of the batch, ``sentence [len(rows),
+    D]``, and the ``weight`` of their mean (their share of all pairs, times the world size, when
+    a data-parallel rank holds part of the global batch)."""
+
+    rows: Tensor
+    sentence: Tensor
+    weight: float = 1.0
+
+
 def discriminator_scale_loss(
-    disc: Discriminator, real: Tensor, fake: Tensor, sentence: Tensor
+    disc: Discriminator,
+    real: Tensor,
+    fake: Tensor,
+    sentence: Tensor,
+    mismatched: Mismatched | None = None,
 ) -> Tensor:
     """One discriminator's loss on real images, detached fakes and mismatched pairs (real image k
-    with sentence k+1)."""
+    with sentence k+1; ``mismatched`` gives other pairs)."""
     real_h, fake_h = disc.features(real), disc.features(fake.detach())
-    mismatched = disc.conditional(real_h[:-1], sentence[1:]) if real.size(0) > 1 else None
+    if mismatched is None and real.size(0) > 1:
+        rows = torch.arange(real.size(0) - 1, device=real.device)
+        mismatched = Mismatched(rows, sentence[1:])
+    wrong = disc.conditional(real_h[mismatched.rows], mismatched.sentence) if mismatched else None
     uncond = disc.uncond_logits is not None
     return discriminator_loss(
         disc.unconditional(real_h) if uncond else None,
         disc.conditional(real_h, sentence),
         disc.unconditional(fake_h) if uncond else None,
         disc.conditional(fake_h, sentence),
-        mismatched,
+        wrong,
+        mismatched.weight if mismatched else 1.0,
     )
 
 

@@ -32,17 +32,35 @@ def _prepare(
     config: Config | None, kind: str, runs: str | Path, resume: str | Path | None,
     overrides: list[str] | None,
 ) -> tuple[Config, Path]:  # fmt: skip
+    """The config and run folder; under torchrun rank 0 makes the folder and tells the others."""
+    from attngan.config import save_config
+    from attngan.training import distributed
+
+    main = distributed.rank() == 0
     if resume is not None:
         config = resume_config(resume, overrides)
         run_dir = Path(resume)
-        attach_log(run_dir)
-        from attngan.config import save_config
-
-        save_config(config, run_dir / "config.yaml")
+        if main:
+            attach_log(run_dir)
+            save_config(config, run_dir / "config.yaml")
+        distributed.barrier()
         return config, run_dir
     if config is None:
         raise ValueError("a config or a run folder to resume is needed")
-    return config, start_run(runs, f"{config.name}-{kind}", config)
+    run_dir = start_run(runs, f"{config.name}-{kind}", config) if main else None
+    return config, Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
+
+
+def _join_world(device: str) -> None:
+    """Under torchrun: join the process group before the run folder is chosen; ranks other than
+    0 log warnings only."""
+    from attngan.training import distributed
+    from attngan.training.loop import resolve_device
+
+    if distributed.launched():
+        world = distributed.setup(resolve_device(device))
+        if not world.main:
+            logging.getLogger().setLevel(logging.WARNING)
 
 
 def train_damsm(
@@ -55,8 +73,14 @@ def train_damsm(
     progress: bool | None = None,
 ) -> RunResult:
     """Pre-train the DAMSM text and image encoders; the model is written to ``RUN/model``."""
+    from attngan.training import distributed
     from attngan.training.damsm import DAMSMTrainer
 
+    if distributed.launched():
+        raise TrainingError(
+            "train-damsm runs in one process (it trains in minutes to hours on one GPU): start it "
+            "without torchrun; `attngan train` (the GAN) runs under torchrun"
+        )
     config, run_dir = _prepare(config, "damsm", runs, resume, overrides)
     trainer = DAMSMTrainer(config, run_dir, device=device, on_step=on_step, progress=progress)
     return _start(trainer, run_dir, resume)
@@ -78,6 +102,7 @@ def train_gan(
 
     if config is not None and damsm is not None:
         config.train.damsm_model = str(damsm)
+    _join_world(device)
     config, run_dir = _prepare(config, "gan", runs, resume, overrides)
     trainer = GANTrainer(config, run_dir, device=device, on_step=on_step, progress=progress)
     return _start(trainer, run_dir, resume)
@@ -90,6 +115,6 @@ def _start(trainer, run_dir: Path, resume: str | Path | None) -> RunResult:
 
     if resume is not None:
         trainer.resume()
-    else:
+    elif trainer.world.main:
         save_config(trainer.config, run_dir / "config.yaml")
     return trainer.run()

@@ -28,6 +28,7 @@ from attngan.config import Config
 from attngan.data.dataset import open_datasets
 from attngan.errors import ModelError, TrainingError
 from attngan.losses import (
+    Mismatched,
     discriminator_scale_loss,
     generator_scale_loss,
     kl_loss,
@@ -35,6 +36,7 @@ from attngan.losses import (
     word_loss,
 )
 from attngan.models import sample_noise
+from attngan.training import distributed
 from attngan.training.loop import Loop, RunResult, list_checkpoints, resolve_device
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,20 @@ log = logging.getLogger(__name__)
 LIVE_GENERATOR = "generator_live.safetensors"
 ENCODER_KEYS = ("word_dim", "embedding_dim", "image_encoder", "cnn_channels",
                 "inception_align_corners")  # fmt: skip
+
+
+class DiscriminatorStep(nn.Module):
+    """One discriminator's loss as a module, so that ``DistributedDataParallel`` (which hooks a
+    module's forward) can wrap it."""
+
+    def __init__(self, disc: nn.Module) -> None:
+        super().__init__()
+        self.disc = disc
+
+    def forward(
+        self, real: Tensor, fake: Tensor, sentence: Tensor, mismatched: Mismatched | None
+    ) -> Tensor:
+        return discriminator_scale_loss(self.disc, real, fake, sentence, mismatched)
 
 
 def find_damsm(path: str | Path) -> Path:
@@ -90,7 +106,8 @@ class GANTrainer(Loop):
         progress: bool | None = None,
     ) -> None:
         super().__init__(run_dir, on_step, progress)
-        self.device = resolve_device(device)
+        self.world = distributed.setup(resolve_device(device))
+        self.device = distributed.device_for(resolve_device(device), self.world)
         source = damsm or config.train.damsm_model
         if not source:
             raise TrainingError(
@@ -111,7 +128,7 @@ class GANTrainer(Loop):
             t.log_every,
             config.data.workers,
         )
-        torch.manual_seed(self.seed)
+        torch.manual_seed(self.seed)  # the same initial networks on every rank
         self.vocab = encoders.vocab
         data = open_datasets(
             config, ("train", "test"), vocab=self.vocab, progress=progress is not False
@@ -123,11 +140,28 @@ class GANTrainer(Loop):
         self.discriminators = build_component("discriminators", config, len(self.vocab))
         self.discriminators.to(self.device)
         self.ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
+        if t.sync_batchnorm:
+            self.generator = distributed.convert_sync_batchnorm(self.generator, self.device)
+            self.discriminators = distributed.convert_sync_batchnorm(
+                self.discriminators, self.device
+            )
+        if t.channels_last:
+            for net in (self.generator, self.ema, self.discriminators, self.image_encoder):
+                net.to(memory_format=torch.channels_last)
         betas = (t.beta1, t.beta2)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=t.lr_g, betas=betas)
         self.opt_d = [
             torch.optim.Adam(d.parameters(), lr=t.lr_d, betas=betas) for d in self.discriminators
         ]
+        # the steps' entry points: DDP-wrapped under torchrun, compiled with train.compile
+        self.g_step = distributed.wrap(self.generator, self.device)
+        self.d_steps = [
+            distributed.wrap(DiscriminatorStep(d), self.device) for d in self.discriminators
+        ]
+        if t.compile:
+            self.g_step = torch.compile(self.g_step)
+            self.d_steps = [torch.compile(d) for d in self.d_steps]
+        torch.manual_seed(self.seed + self.world.rank)  # rank-offset streams from here on
         self._fixed = self._sample_inputs()
 
     @staticmethod
@@ -150,20 +184,56 @@ class GANTrainer(Loop):
         with torch.no_grad():
             return self.text_encoder(tokens, lengths)
 
+    def noise(self, batch_size: int) -> tuple[Tensor, Tensor]:
+        """This step's z and conditioning noise for this rank's rows: drawn for the global batch
+        from ``(seed, step)`` alone, so a resumed run and any number of ranks draw the same."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.step + 7)
+        rows = batch_size * self.world.size
+        z = torch.randn(rows, self.config.model.z_dim, generator=gen)
+        ca = torch.randn(rows, self.config.model.condition_dim, generator=gen)
+        mine = slice(self.world.rank * batch_size, (self.world.rank + 1) * batch_size)
+        return z[mine].to(self.device), ca[mine].to(self.device)
+
+    def _mismatched(self, sentences: Tensor, batch_size: int) -> Mismatched | None:
+        """Real image k of the global batch with sentence k+1: this rank's share of the pairs."""
+        total = sentences.size(0)
+        if total < 2:
+            return None
+        first = self.world.rank * batch_size
+        rows = torch.arange(min(batch_size, total - 1 - first), device=self.device)
+        share = rows.numel() * self.world.size / (total - 1)
+        return Mismatched(rows, sentences[first + 1 : first + 1 + rows.numel()], share)
+
     def train_step(self, batch: Any) -> dict[str, float]:
         t, d = self.config.train, self.config.damsm
-        real = [im.to(self.device, non_blocking=True) for im in batch.images]
+        cl = torch.channels_last if t.channels_last else torch.contiguous_format
+        real = [im.to(self.device, non_blocking=True, memory_format=cl) for im in batch.images]
+        b = real[0].size(0)
         lengths = batch.length.to(self.device)
-        class_ids = batch.class_id.to(self.device)
-        text = self._text(batch.tokens.to(self.device, non_blocking=True), lengths)
-        z = torch.randn(real[0].size(0), self.config.model.z_dim, device=self.device)
-        out = self.generator(z, text.sentence, text.words, text.mask)
+        tokens = batch.tokens.to(self.device, non_blocking=True)
+        text = self._text(tokens, lengths)
+        z, ca = self.noise(b)
+        amp = torch.autocast(self.device.type, torch.bfloat16, enabled=t.precision == "bf16")
+        with amp:
+            out = self.g_step(z, text.sentence, text.words, text.mask, ca_noise=ca)
+        # the global batch's text (the frozen encoder's, so no gradient), words padded to the
+        # longest possible caption so every rank's block has the same shape
+        words = text.words
+        if self.world.size > 1:
+            words = torch.nn.functional.pad(words, (0, tokens.size(1) - words.size(2)))
+        all_words = distributed.gather(words)
+        all_sentences = distributed.gather(text.sentence)
+        all_lengths = distributed.gather(lengths)
+        all_classes = distributed.gather(batch.class_id.to(self.device))
+        mismatched = self._mismatched(all_sentences, b)
         losses: dict[str, float] = {}
         # discriminators: real, fake (detached inside the loss), mismatched
         d_total = 0.0
-        for i, (disc, opt) in enumerate(zip(self.discriminators, self.opt_d, strict=True)):
+        for i, (step, opt) in enumerate(zip(self.d_steps, self.opt_d, strict=True)):
+            disc = self.discriminators[i]
             disc.requires_grad_(True)
-            loss = discriminator_scale_loss(disc, real[i], out.images[i], text.sentence)
+            with amp:
+                loss = step(real[i], out.images[i], text.sentence, mismatched)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -171,18 +241,20 @@ class GANTrainer(Loop):
             disc.requires_grad_(False)  # no D gradients from the generator's loss
         losses["d"] = d_total
         # generator: adversarial at every scale + λ·DAMSM of the last stage + KL
-        adv = sum(
-            generator_scale_loss(disc, fake, text.sentence)
-            for disc, fake in zip(self.discriminators, out.images, strict=True)
-        )
-        features = self.image_encoder(out.images[-1])
-        w = word_loss(
-            features.regions, text.words, lengths, class_ids, d.gamma1, d.gamma2, d.gamma3
-        )
-        s = sentence_loss(features.image, text.sentence, class_ids, d.gamma3)
+        with amp:
+            adv = sum(
+                generator_scale_loss(disc, fake, text.sentence)
+                for disc, fake in zip(self.discriminators, out.images, strict=True)
+            )
+            features = self.image_encoder(out.images[-1])
+        # DAMSM over the global batch (every caption against every image), in float32
+        regions = distributed.gather(features.regions.float())
+        image = distributed.gather(features.image.float())
+        w = word_loss(regions, all_words, all_lengths, all_classes, d.gamma1, d.gamma2, d.gamma3)
+        s = sentence_loss(image, all_sentences, all_classes, d.gamma3)
         damsm = w.total() + s.total()
-        kl = kl_loss(out.mu, out.logvar)
-        g_loss = adv + t.damsm_lambda * damsm + t.kl_weight * kl
+        kl = kl_loss(out.mu.float(), out.logvar.float())
+        g_loss = adv.float() + t.damsm_lambda * damsm + t.kl_weight * kl
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
@@ -240,7 +312,7 @@ class GANTrainer(Loop):
         return path
 
     def periodic(self, step: int) -> None:
-        if step % self.config.train.sample_every == 0:
+        if step % self.config.train.sample_every == 0 and self.world.main:
             self.write_samples()
 
     # --- checkpoints
@@ -270,11 +342,13 @@ class GANTrainer(Loop):
         save_model(folder, "attngan", self.config, self.vocab, modules, info)
 
     def before_final_checkpoint(self) -> None:
-        if self.step % self.config.train.sample_every:
+        if self.step % self.config.train.sample_every and self.world.main:
             self.write_samples()
 
     def finish(self) -> RunResult:
         model = self.run_dir / "model"
-        self.write_model(model, final=True)
-        log.info("generator model (EMA) written to %s", model)
+        if self.world.main:
+            self.write_model(model, final=True)
+            log.info("generator model (EMA) written to %s", model)
+        distributed.barrier()
         return RunResult(self.run_dir, self.step, "finished", self.last_checkpoint, model)

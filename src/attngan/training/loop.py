@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from attngan.errors import TrainingError
+from attngan.training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,17 @@ def _ignore_interrupts(worker_id: int) -> None:
     """Ctrl-C in a terminal reaches every process of the group: workers leave it to the main
     process, which finishes its step and saves (see :class:`StopFlag`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def rank_batches(
+    plan: list[list[tuple[int, int]]], rank: int, world_size: int
+) -> list[list[tuple[int, int]]]:
+    """Rank ``rank``'s equal share of each global batch: the distributed sampler of a fixed plan
+    (global batches of ``world_size * b`` keys, each rank taking its contiguous ``b``)."""
+    if world_size == 1:
+        return plan
+    size = len(plan[0]) // world_size if plan else 0
+    return [batch[rank * size : (rank + 1) * size] for batch in plan]
 
 
 def batch_loader(
@@ -254,10 +266,12 @@ def check_finite(losses: dict[str, float], step: int, last_checkpoint: Path | No
 class Stats:
     """``stats.jsonl`` rows and TensorBoard scalars and images (``RUN/tensorboard``)."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
+        """Disabled (a rank other than 0), it writes nothing."""
+        self.enabled = enabled
         self.path = run_dir / "stats.jsonl"
         self.writer = None
-        if tensorboard:
+        if enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -266,6 +280,8 @@ class Stats:
                 log.warning("tensorboard is not installed: no TensorBoard events")
 
     def scalars(self, step: int, values: dict[str, float], **extra: Any) -> None:
+        if not self.enabled:
+            return
         row = {"step": step, **extra, **{k: round(float(v), 6) for k, v in values.items()}}
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
@@ -371,6 +387,7 @@ class Loop:
     workers: int
     log_every: int
     device: torch.device
+    world: distributed.World = distributed.World()  # set by trainers that run under torchrun
 
     def __init__(
         self, run_dir: Path, on_step: Callable | None = None, progress: bool | None = None
@@ -414,8 +431,13 @@ class Loop:
 
     # plumbing
     @property
+    def global_batch_size(self) -> int:
+        """``batch_size`` per process, times the number of processes."""
+        return self.batch_size * self.world.size
+
+    @property
     def steps_per_epoch(self) -> int:
-        return len(self.dataset) // self.batch_size
+        return len(self.dataset) // self.global_batch_size
 
     @property
     def total_steps(self) -> int:
@@ -423,13 +445,21 @@ class Loop:
         return min(total, self.max_steps) if self.max_steps else total
 
     def save_checkpoint(self) -> Path:
+        """Rank 0 writes; the other ranks wait until it has."""
+
         def write(folder: Path) -> None:
             self.write_model(folder, final=False)
             save_train_state(
                 folder / STATE_FILE, {"step": self.step, "rng": rng_state(), **self.state()}
             )
 
-        self.last_checkpoint = write_checkpoint_atomic(self.run_dir, self.step, write, self.keep)
+        if self.world.main:
+            self.last_checkpoint = write_checkpoint_atomic(
+                self.run_dir, self.step, write, self.keep
+            )
+        else:
+            self.last_checkpoint = Path(self.run_dir) / CHECKPOINTS / checkpoint_name(self.step)
+        distributed.barrier()
         return self.last_checkpoint
 
     def resume(self) -> None:
@@ -452,33 +482,43 @@ class Loop:
         if self.steps_per_epoch < 1:
             raise TrainingError(
                 f"the training split has {len(self.dataset)} samples, fewer than one batch of "
-                f"{self.batch_size}: lower the batch size"
+                f"{self.global_batch_size}: lower the batch size"
             )
         total = self.total_steps
-        self.stats = Stats(self.run_dir)
-        progress = Progress(total, self.step, self.log_every, self.name, self.progress_bar)
+        main = self.world.main
+        self.stats = Stats(self.run_dir, enabled=main)
+        bar = self.progress_bar if main else False
+        progress = Progress(total, self.step, self.log_every, self.name, bar)
         status = "finished"
         try:
             with self.stop.installed():
                 while self.step < total and not self.stop:
                     epoch, offset = divmod(self.step, self.steps_per_epoch)
                     self.on_epoch_start(epoch)  # also when a resume enters mid-epoch
-                    plan = epoch_batches(len(self.dataset), self.batch_size, self.seed, epoch)
+                    plan = epoch_batches(
+                        len(self.dataset), self.global_batch_size, self.seed, epoch
+                    )
                     plan = plan[offset : offset + total - self.step]
+                    plan = rank_batches(plan, self.world.rank, self.world.size)
                     pin = self.device.type == "cuda"
                     for batch in batch_loader(self.dataset, plan, self.workers, pin):
                         losses = self.train_step(batch)
                         self.step += 1
                         check_finite(losses, self.step, self.last_checkpoint)
-                        progress.update(self.step, losses, epoch)
-                        if self.step % self.log_every == 0 or self.step == total:
-                            self.stats.scalars(self.step, losses, epoch=epoch)
+                        logged = self.step % self.log_every == 0 or self.step == total
+                        if logged:
+                            losses = distributed.mean_over_ranks(losses, self.device)
+                        if main:
+                            progress.update(self.step, losses, epoch)
+                            if logged:
+                                self.stats.scalars(self.step, losses, epoch=epoch)
                         if self.on_step is not None:
                             self.on_step(self, self.step, losses)
                         self.periodic(self.step)
                         if self.step % self.checkpoint_every == 0 and self.step < total:
                             self.save_checkpoint()
-                        if self.stop:
+                        if distributed.any_rank(bool(self.stop), self.device):
+                            self.stop.signal = self.stop.signal or signal.SIGTERM
                             break
                     if self.step % self.steps_per_epoch == 0:
                         self.on_epoch_end(epoch)
