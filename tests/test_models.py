@@ -316,3 +316,28 @@ def test_generator_without_word_attention_sees_the_sentence_only():
     torch.testing.assert_close(attention[0, :, 0, 0], torch.tensor([1 / 3, 1 / 3, 1 / 3, 0.0]))
     torch.testing.assert_close(attention[1, :, 5, 7], torch.full((4,), 0.25))
     assert not any("attention" in name for name, _ in g.named_parameters())
+
+
+def test_folding_batchnorm_keeps_the_eval_outputs():
+    from attngan.models.layers import fold_batchnorm
+
+    torch.manual_seed(0)
+    g = tiny_generator(stages=3)
+    with torch.no_grad():  # statistics a trained model might hold, not the initial 0 and 1
+        for m in g.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.normal_(0, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.bias.normal_(0, 0.1)
+    g.eval()
+    folded = fold_batchnorm(g)
+    bns = [m for m in folded.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert not bns and any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules())
+    z, sentence, words, mask = generator_inputs()
+    ca = torch.randn(3, 6)
+    with torch.no_grad():
+        a = g(z, sentence, words, mask, ca_noise=ca)
+        b = folded(z, sentence, words, mask, ca_noise=ca)
+    for x, y in zip(a.images + a.attention, b.images + b.attention, strict=True):
+        torch.testing.assert_close(y, x, rtol=1e-4, atol=1e-5)
+    assert g.training is False and next(g.parameters()).requires_grad  # the original untouched

@@ -282,3 +282,19 @@ def test_save_writes_the_files_it_returns(pipe, tmp_path):
     assert all(p.is_file() for p in written)
     with Image.open(written[2]) as figure:
         assert figure.size == out.attention_figure(0).size
+
+
+def test_folded_batchnorm_generates_the_same_images(models):
+    plain = Pipeline.from_pretrained(models[0])
+    plain.fold_batchnorm = False
+    fast = Pipeline.from_pretrained(models[0])
+    with torch.no_grad():  # give BatchNorm statistics that folding must carry
+        for m in fast.generator.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.3, 0.3)
+    plain.generator.load_state_dict(fast.generator.state_dict())
+    a, b = plain([RED, BLUE], 2), fast([RED, BLUE], 2)
+    assert _close(a.images, b.images) and _close(a.attention, b.attention)
+    folded = fast.inference_generator()
+    assert folded is not fast.generator
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())

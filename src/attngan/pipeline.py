@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from attngan.config import Config
 from attngan.fileio import write_text_atomic
 from attngan.models import sample_noise
+from attngan.models.layers import fold_batchnorm as _fold_batchnorm
 from attngan.text import EncodedCaption, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -155,8 +156,10 @@ class Pipeline:
         vocab: Vocabulary,
         config: Config,
         device: torch.device | str = "cpu",
+        fold_batchnorm: bool = True,
     ) -> None:
         self.device = torch.device(device)
+        self.fold_batchnorm = fold_batchnorm  # generate with BatchNorm folded into the convs
         self.generator = generator.to(self.device)
         self.text_encoder = text_encoder.to(self.device)
         self.vocab = vocab
@@ -229,10 +232,11 @@ class Pipeline:
         ids = [encoded[c][0].ids for c, _ in rows]
 
         per_row: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
-        with torch.inference_mode(), _eval_mode(self.generator, self.text_encoder):
+        generator = self.inference_generator()
+        with torch.inference_mode(), _eval_mode(generator, self.text_encoder):
             for batch in _length_batches(ids, batch_size):
                 images, attention = self._generate(
-                    [ids[n] for n in batch], [seeds[n] for n in batch], use_mean
+                    generator, [ids[n] for n in batch], [seeds[n] for n in batch], use_mean
                 )
                 for b, n in enumerate(batch):
                     per_row[n] = ([x[b] for x in images], [a[b] for a in attention])
@@ -260,6 +264,15 @@ class Pipeline:
             use_mean=use_mean,
         )
 
+    def inference_generator(self) -> nn.Module:
+        """The generator to sample with: with ``fold_batchnorm``, an eval-mode copy with
+        BatchNorm folded into its convolutions (made afresh on every call, so later changes to
+        ``self.generator`` are never missed), else ``self.generator``."""
+        if not self.fold_batchnorm:
+            return self.generator
+        with _eval_mode(self.generator):
+            return _fold_batchnorm(self.generator)
+
     def encode_text(self, ids: list[list[int]]):  # -> TextFeatures
         """The text encoder's features of a batch of equally long captions (token ids), on the
         pipeline's device."""
@@ -268,12 +281,11 @@ class Pipeline:
         return self.text_encoder(tokens, lengths)
 
     def _generate(
-        self, ids: list[list[int]], seeds: list[int], use_mean: bool
+        self, g: nn.Module, ids: list[list[int]], seeds: list[int], use_mean: bool
     ) -> tuple[list[Tensor], list[Tensor]]:
         """One batch of equally long captions -> per-stage images ``[b, 3, s, s]`` and per-stage
-        attention ``[b, T, h, w]``, on the CPU."""
+        attention ``[b, T, h, w]`` from generator ``g``, on the CPU."""
         text = self.encode_text(ids)
-        g = self.generator
         noise = [sample_noise(1, g.z_dim, g.condition_dim, seed=s) for s in seeds]
         z = torch.cat([n.z for n in noise]).to(self.device)  # [b, z_dim]
         ca = torch.cat([n.ca for n in noise]).to(self.device)  # [b, condition_dim]

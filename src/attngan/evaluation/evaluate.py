@@ -377,11 +377,11 @@ def evaluate(
     fake_feats, probs, image_codes = [], [], []
     tally = SemanticTally()
     bar = tqdm(total=num, desc="generating", unit="img", disable=not progress)
+    generator = pipe.inference_generator()
     with torch.inference_mode():
         for batch in _length_batches(ids, batch_size):
-            images = pipe._generate([ids[n] for n in batch], [items[n].seed for n in batch], False)[
-                0
-            ][-1]
+            seeds = [items[n].seed for n in batch]
+            images = pipe._generate(generator, [ids[n] for n in batch], seeds, False)[0][-1]
             if features is not None:
                 fake_feats.append(features(images).numpy())
             if judge_net is not None:
