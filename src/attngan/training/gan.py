@@ -148,10 +148,11 @@ class GANTrainer(Loop):
         if t.channels_last:
             for net in (self.generator, self.ema, self.discriminators, self.image_encoder):
                 net.to(memory_format=torch.channels_last)
-        betas = (t.beta1, t.beta2)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=t.lr_g, betas=betas)
+        # fused Adam: one kernel per parameter, no temporary copies of the parameter list
+        adam = dict(betas=(t.beta1, t.beta2), fused=True)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=t.lr_g, **adam)
         self.opt_d = [
-            torch.optim.Adam(d.parameters(), lr=t.lr_d, betas=betas) for d in self.discriminators
+            torch.optim.Adam(d.parameters(), lr=t.lr_d, **adam) for d in self.discriminators
         ]
         # the steps' entry points: DDP-wrapped under torchrun, compiled with train.compile
         self.g_step = distributed.wrap(self.generator, self.device)
@@ -234,9 +235,9 @@ class GANTrainer(Loop):
             disc.requires_grad_(True)
             with amp:
                 loss = step(real[i], out.images[i], text.sentence, mismatched)
-            opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            opt.zero_grad(set_to_none=True)  # freed now: not held through the generator's step
             d_total += loss.item()
             disc.requires_grad_(False)  # no D gradients from the generator's loss
         losses["d"] = d_total
@@ -255,9 +256,9 @@ class GANTrainer(Loop):
         damsm = w.total() + s.total()
         kl = kl_loss(out.mu.float(), out.logvar.float())
         g_loss = adv.float() + t.damsm_lambda * damsm + t.kl_weight * kl
-        self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
+        self.opt_g.zero_grad(set_to_none=True)
         ema_update(self.ema, self.generator, ema_decay(t.ema_decay, self.step, t.ema_warmup))
         losses.update(g=g_loss.item(), g_adv=adv.item(), damsm=damsm.item(), kl=kl.item())
         return losses
