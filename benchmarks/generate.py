@@ -57,38 +57,41 @@ def main() -> None:
           f"threads; float32 matmul peak {peak:.0f} GFLOP/s")  # fmt: skip
 
     for batch in args.batches:
-        gen = torch.Generator().manual_seed(batch)
-        tokens = torch.randint(1, VOCAB_SIZE, (batch, 18), generator=gen).to(device)
-        lengths = torch.full((batch,), 18, device=device)
-        z = torch.randn(batch, config.model.z_dim, generator=gen).to(device)
-        ca = torch.randn(batch, config.model.condition_dim, generator=gen).to(device)
+        measure(batch, args, config, device, peak, text_encoder,
+                {"plain": (generator, torch.no_grad), "fast": (folded, torch.inference_mode),
+                 "fast_cl": (folded_cl, torch.inference_mode)})  # fmt: skip
 
-        def run(g, mode):
-            with mode():
-                text = text_encoder(tokens, lengths)
-                return g(z, text.sentence, text.words, text.mask, ca_noise=ca).images[-1]
 
-        variants = {
-            "plain": lambda: run(generator, torch.no_grad),
-            "fast": lambda: run(folded, torch.inference_mode),
-            "fast_cl": lambda: run(folded_cl, torch.inference_mode),
-        }
-        reference = variants["plain"]()
-        for key, fn in variants.items():
-            diff = (fn().float() - reference).abs().max().item()
-            assert diff < 1e-3, f"{key} differs from plain by {diff}"
-        flops = count_flops(variants["plain"]) / batch
-        calls = args.calls or max(1, 16 // batch)
-        best = {k: float("inf") for k in variants}
-        for _ in range(args.rounds):
-            for key, fn in variants.items():
-                t = best_time(lambda fn=fn: [fn() for _ in range(calls)], 1, device=device)
-                best[key] = min(best[key], t / calls)
-        print(f"  batch {batch}: {flops / 1e9:.1f} GFLOP per image (generator + text encoder)")
-        for key, seconds in best.items():
-            rate = batch / seconds
-            print(f"    {key:8} {rate:7.2f} images/s   {rate * flops / 1e9 / peak:5.0%} of peak   "
-                  f"{best['plain'] / seconds:5.2f}x plain")  # fmt: skip
+def measure(batch, args, config, device, peak, text_encoder, variants) -> None:
+    """Check every variant against ``plain``, then time them side by side at one batch size."""
+    gen = torch.Generator().manual_seed(batch)
+    tokens = torch.randint(1, VOCAB_SIZE, (batch, 18), generator=gen).to(device)
+    lengths = torch.full((batch,), 18, device=device)
+    z = torch.randn(batch, config.model.z_dim, generator=gen).to(device)
+    ca = torch.randn(batch, config.model.condition_dim, generator=gen).to(device)
+
+    def run(name):
+        g, mode = variants[name]
+        with mode():
+            text = text_encoder(tokens, lengths)
+            return g(z, text.sentence, text.words, text.mask, ca_noise=ca).images[-1]
+
+    reference = run("plain")
+    for name in variants:
+        diff = (run(name).float() - reference).abs().max().item()
+        assert diff < 1e-3, f"{name} differs from plain by {diff}"
+    flops = count_flops(lambda: run("plain")) / batch
+    calls = args.calls or max(1, 16 // batch)
+    best = dict.fromkeys(variants, float("inf"))
+    for _ in range(args.rounds):
+        for name in variants:
+            t = best_time(lambda name=name: [run(name) for _ in range(calls)], 1, device=device)
+            best[name] = min(best[name], t / calls)
+    print(f"  batch {batch}: {flops / 1e9:.1f} GFLOP per image (generator + text encoder)")
+    for name, seconds in best.items():
+        rate = batch / seconds
+        print(f"    {name:8} {rate:7.2f} images/s   {rate * flops / 1e9 / peak:5.0%} of peak   "
+              f"{best['plain'] / seconds:5.2f}x plain")  # fmt: skip
 
 
 if __name__ == "__main__":
