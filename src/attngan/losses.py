@@ -65,17 +65,20 @@ def word_match(
     check_shape("lengths", lengths, batch)
     steps = words.size(2)
     lengths = lengths.to(words.device)  # a data loader's lengths stay on the CPU
-    v = regions.flatten(2)  # [B, D, N]
+    # Image-major layout [B_img, N, B_cap, T]: the word-region scores come from one matrix
+    # product, both softmaxes and the context product then read them in place (no copies)
+    v = regions.flatten(2)  # [B_img, D, N]
     pad = torch.arange(steps, device=words.device)[None, :] >= lengths[:, None]  # [B_cap, T]
-    s = torch.einsum("idt,jdn->ijtn", words, v)  # [B_cap, B_img, T, N]  s = e^T v
-    s = s.masked_fill(pad[:, None, :, None], float("-inf")).softmax(dim=2)  # Eq. 8, over words
-    alpha = (gamma1 * s).softmax(dim=3)  # Eq. 9, over regions
-    context = torch.einsum("ijtn,jdn->ijtd", alpha, v)  # [B_cap, B_img, T, D]  c = v alpha^T
-    e = words.transpose(1, 2)[:, None]  # [B_cap, 1, T, D]
-    cos = (context * e).sum(-1) / (context.norm(dim=-1) * e.norm(dim=-1)).clamp(min=EPS)
-    cos = (gamma2 * cos).masked_fill(pad[:, None, :], float("-inf"))  # [B_cap, B_img, T]
-    scores = torch.logsumexp(cos, dim=2).t()  # Eq. 10: log sum_k exp(gamma2 R(c_k, e_k))
-    own = alpha.diagonal(dim1=0, dim2=1).permute(2, 0, 1)  # [B, T, N] caption i on image i
+    e = words.permute(1, 0, 2).reshape(dim, batch * steps)  # [D, B_cap*T]
+    s = (v.transpose(1, 2).reshape(batch * v.size(2), dim) @ e).view(batch, -1, batch, steps)
+    s = s.masked_fill(pad, float("-inf")).softmax(dim=3)  # Eq. 8: s = e^T v, over words
+    alpha = (gamma1 * s).softmax(dim=1)  # Eq. 9, over regions: [B_img, N, B_cap, T]
+    context = torch.bmm(v, alpha.flatten(2)).view(batch, dim, batch, steps)  # c = v alpha^T
+    e = e.view(1, dim, batch, steps)
+    cos = (context * e).sum(1) / (context.norm(dim=1) * e.norm(dim=1)).clamp(min=EPS)
+    cos = (gamma2 * cos).masked_fill(pad, float("-inf"))  # [B_img, B_cap, T]
+    scores = torch.logsumexp(cos, dim=2)  # Eq. 10: log sum_k exp(gamma2 R(c_k, e_k))
+    own = alpha.diagonal(dim1=0, dim2=2).permute(2, 1, 0)  # [B, T, N] caption i on image i
     own = own.masked_fill(pad[:, :, None], 0.0)
     return WordMatch(scores, own.reshape(batch, steps, height, width))
 
