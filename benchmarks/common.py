@@ -94,12 +94,13 @@ def synthetic_dataset(root: Path, num_train: int, num_test: int = 8, seed: int =
     return root
 
 
-def birds_config(root: Path, *overrides: str):
-    """The birds preset (the release's networks and settings) on a synthetic folder data set."""
+def preset_config(root: Path, *overrides: str, preset: str = "birds"):
+    """A preset (birds or coco: the release's networks and settings) on a synthetic folder data
+    set of 10 captions per image."""
     from attngan.config import load_config
 
     return load_config(
-        "birds",
+        preset,
         ["data.format=folder", f"data.root={root}", "data.workers=0", *overrides],
     )
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import birds_config, random_damsm, synthetic_dataset  # noqa: E402
+from common import preset_config, random_damsm, synthetic_dataset  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work)
     synthetic_dataset(work / "data", num_train=max(64, args.batch * 2))
-    config = birds_config(work / "data")
+    config = preset_config(work / "data")
     vocab = load_model(random_damsm(work / "damsm", config), components=()).vocab
     dataset = open_datasets(config, ("train",), vocab=vocab, progress=False)["train"]
     n = len(dataset)

@@ -20,13 +20,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import VOCAB_SIZE, best_time, birds_config, count_flops, matmul_peak  # noqa: E402
+from common import VOCAB_SIZE, best_time, count_flops, matmul_peak, preset_config  # noqa: E402
 
 
 def build(device: torch.device):
     from attngan.checkpoints import build_component
 
-    config = birds_config(Path("."))
+    config = preset_config(Path("."))
     torch.manual_seed(0)
     generator = build_component("generator", config, VOCAB_SIZE).to(device).eval()
     text_encoder = build_component("text_encoder", config, VOCAB_SIZE).to(device).eval()

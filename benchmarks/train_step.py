@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     best_time,
-    birds_config,
     count_flops,
     matmul_peak,
     peak_rss_gb,
+    preset_config,
     random_damsm,
     synthetic_dataset,
 )
@@ -50,8 +50,10 @@ def child(args: argparse.Namespace) -> dict:
 
     device = torch.device(args.device)
     work = Path(args.work)
-    config = birds_config(work / "data", f"train.batch_size={args.batch}", *VARIANTS[args.child])
-    damsm = random_damsm(work / "damsm", config)
+    config = preset_config(
+        work / "data", f"train.batch_size={args.batch}", *VARIANTS[args.child], preset=args.preset
+    )
+    damsm = random_damsm(work / f"damsm-{args.preset}", config)
     with tempfile.TemporaryDirectory() as run:
         trainer = GANTrainer(config, Path(run), damsm=damsm, device=args.device, progress=False)
         plan = epoch_batches(len(trainer.dataset), args.batch, 0, 0)[:1]
@@ -73,6 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--preset", default="birds", choices=["birds", "coco"])
     parser.add_argument("--variants", nargs="+", default=["plain", "channels_last"],
                         choices=list(VARIANTS))  # fmt: skip
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per variant")
@@ -89,14 +92,16 @@ def main() -> None:
     synthetic_dataset(Path(args.work) / "data", num_train=max(64, args.batch * 2))
     peak = matmul_peak(args.device)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    print(f"GAN training iteration, birds config, batch {args.batch}, {args.device} ({name}), "
-          f"{torch.get_num_threads()} threads; float32 matmul peak {peak:.0f} GFLOP/s")  # fmt: skip
+    threads = torch.get_num_threads()
+    print(f"GAN training iteration, {args.preset} config, batch {args.batch}, {args.device} "
+          f"({name}), {threads} threads; float32 matmul peak {peak:.0f} GFLOP/s")  # fmt: skip
     best: dict[str, dict] = {}
     for r in range(args.rounds):
         for variant in args.variants:
             cmd = [sys.executable, __file__, "--child", variant, "--device", args.device,
                    "--batch", str(args.batch), "--repeats", str(args.repeats),
-                   "--warmup", str(args.warmup), "--work", args.work]  # fmt: skip
+                   "--warmup", str(args.warmup), "--work", args.work,
+                   "--preset", args.preset]  # fmt: skip
             if r == 0:
                 cmd.append("--flops")
             out = subprocess.run(cmd, capture_output=True, text=True)

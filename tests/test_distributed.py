@@ -143,3 +143,37 @@ def test_torchrun_runs_the_cli(shapes_root, damsm_run, tmp_path):
     (run,) = (tmp_path / "runs").iterdir()
     assert (run / "model" / "model.json").is_file()
     assert proc.stderr.count("finished 2 steps") == 1  # rank 0 logs; rank 1 only warns
+
+
+# --- the speed switches match the plain path ----------------------------------------------------
+
+
+def _first_steps(shapes_root, damsm_run, runs, *more) -> dict[int, dict[str, float]]:
+    seen: dict[int, dict[str, float]] = {}
+    config = tiny(shapes_root, "train.max_steps=2", *more)
+    train_gan(config, damsm=damsm_run, runs=runs, device="cpu", progress=False,
+              on_step=lambda loop, step, losses: seen.__setitem__(step, dict(losses)))  # fmt: skip
+    return seen
+
+
+@pytest.mark.parametrize(
+    "switches, rel",
+    [(["train.channels_last=true"], 1e-4), (["train.precision=bf16"], 0.1)],
+    ids=["channels_last", "bf16"],
+)
+def test_speed_switches_take_the_plain_paths_steps(shapes_root, damsm_run, tmp_path, switches, rel):
+    plain = _first_steps(shapes_root, damsm_run, tmp_path / "a")
+    fast = _first_steps(shapes_root, damsm_run, tmp_path / "b", *switches)
+    assert plain.keys() == fast.keys() == {1, 2}
+    for step in (1, 2):
+        for key, value in plain[step].items():
+            assert fast[step][key] == pytest.approx(value, rel=rel, abs=rel * 0.1), (step, key)
+
+
+@pytest.mark.slow
+def test_compiled_steps_take_the_plain_paths_steps(shapes_root, damsm_run, tmp_path):
+    plain = _first_steps(shapes_root, damsm_run, tmp_path / "a")
+    fast = _first_steps(shapes_root, damsm_run, tmp_path / "b", "train.compile=true")
+    for step in (1, 2):
+        for key, value in plain[step].items():
+            assert fast[step][key] == pytest.approx(value, rel=1e-4, abs=1e-5), (step, key)
