@@ -5,7 +5,8 @@ batch 1 and 16, and check that every fast path gives the plain path's images.
     python benchmarks/generate.py [--device cpu] [--batches 1 16] [--rounds 3]
 
 Variants: ``plain``; ``fast`` = ``torch.inference_mode`` + BatchNorm folded into the convolutions
-(what ``Pipeline`` does); ``fast_cl`` = ``fast`` + channels-last memory format. Prints images/s,
+(what ``Pipeline`` does); ``fast_cl`` = ``fast`` + channels-last memory format; on CUDA also
+``fast_cl_bf16`` = ``fast_cl`` under bf16 autocast. Prints images/s,
 GFLOP per image (torch.utils.flop_counter), the share of the machine's float32 matmul peak and the
 ratio to ``plain``.
 """
@@ -13,6 +14,7 @@ ratio to ``plain``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -56,10 +58,18 @@ def main() -> None:
     print(f"generation, birds config (256 px), {device} ({name}), {torch.get_num_threads()} "
           f"threads; float32 matmul peak {peak:.0f} GFLOP/s")  # fmt: skip
 
+    variants = {"plain": (generator, torch.no_grad), "fast": (folded, torch.inference_mode),
+                "fast_cl": (folded_cl, torch.inference_mode)}  # fmt: skip
+    if device.type == "cuda":  # bf16 autocast pays on tensor cores only
+
+        @contextlib.contextmanager
+        def bf16():
+            with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16):
+                yield
+
+        variants["fast_cl_bf16"] = (folded_cl, bf16)
     for batch in args.batches:
-        measure(batch, args, config, device, peak, text_encoder,
-                {"plain": (generator, torch.no_grad), "fast": (folded, torch.inference_mode),
-                 "fast_cl": (folded_cl, torch.inference_mode)})  # fmt: skip
+        measure(batch, args, config, device, peak, text_encoder, variants)
 
 
 def measure(batch, args, config, device, peak, text_encoder, variants) -> None:
@@ -78,8 +88,10 @@ def measure(batch, args, config, device, peak, text_encoder, variants) -> None:
 
     reference = run("plain")
     for name in variants:
+        # images in [-1, 1]; CUDA convolutions use TF32 by default, and bf16 keeps 8 bits
+        tolerance = 0.1 if "bf16" in name else 1e-3 if device.type == "cpu" else 2e-2
         diff = (run(name).float() - reference).abs().max().item()
-        assert diff < 1e-3, f"{name} differs from plain by {diff}"
+        assert diff < tolerance, f"{name} differs from plain by {diff}"
     flops = count_flops(lambda: run("plain")) / batch
     calls = args.calls or max(1, 16 // batch)
     best = dict.fromkeys(variants, float("inf"))

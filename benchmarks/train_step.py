@@ -123,6 +123,21 @@ def main() -> None:
         ratio = f"{r['images_per_s'] / base:8.2f}x" if base else "        -"
         print(f"  {variant:16} {r['images_per_s']:9.2f} {r['gflop_per_image']:10.1f} "
               f"{share:8.0%} {r['memory_gb']:7.2f} GB {ratio}")  # fmt: skip
+    both, forward = conv_rate(args.device, args.batch)
+    print(f"  for scale: one 3x3 conv of the 128 px stage (64->128 channels, batch {args.batch}): "
+          f"forward {forward:.0f} GFLOP/s ({forward / peak:.0%} of peak), forward+backward "
+          f"{both:.0f} GFLOP/s ({both / peak:.0%})")  # fmt: skip
+
+
+def conv_rate(device: str, batch: int) -> tuple[float, float]:
+    """GFLOP/s of one 3x3 convolution like the generator's 128 px stage (64 -> 128 channels),
+    forward and backward (input and weight gradients), and of its forward alone."""
+    x = torch.randn(batch, 64, 128, 128, device=device, requires_grad=True)
+    conv = torch.nn.Conv2d(64, 128, 3, padding=1, bias=False).to(device)
+    flops = 2 * batch * 128 * 128 * 64 * 128 * 9
+    forward = best_time(lambda: conv(x), 3, device=device)
+    both = best_time(lambda: conv(x).sum().backward(), 3, device=device)
+    return 3 * flops / both / 1e9, flops / forward / 1e9
 
 
 if __name__ == "__main__":

@@ -46,6 +46,15 @@ ENCODER_KEYS = ("word_dim", "embedding_dim", "image_encoder", "cnn_channels",
                 "inception_align_corners")  # fmt: skip
 
 
+def damsm_loss(
+    regions: Tensor, image: Tensor, words: Tensor, sentence: Tensor, lengths: Tensor,
+    class_ids: Tensor, gamma1: float, gamma2: float, gamma3: float,
+) -> Tensor:  # fmt: skip
+    """The DAMSM word + sentence loss of generated images (the generator's λ term)."""
+    w = word_loss(regions, words, lengths, class_ids, gamma1, gamma2, gamma3)
+    return w.total() + sentence_loss(image, sentence, class_ids, gamma3).total()
+
+
 class DiscriminatorStep(nn.Module):
     """One discriminator's loss as a module, so that ``DistributedDataParallel`` (which hooks a
     module's forward) can wrap it."""
@@ -159,9 +168,11 @@ class GANTrainer(Loop):
         self.d_steps = [
             distributed.wrap(DiscriminatorStep(d), self.device) for d in self.discriminators
         ]
+        self.damsm_loss = damsm_loss
         if t.compile:
             self.g_step = torch.compile(self.g_step)
             self.d_steps = [torch.compile(d) for d in self.d_steps]
+            self.damsm_loss = torch.compile(damsm_loss, dynamic=True)  # captions vary in length
         torch.manual_seed(self.seed + self.world.rank)  # rank-offset streams from here on
         self._fixed = self._sample_inputs()
 
@@ -251,9 +262,8 @@ class GANTrainer(Loop):
         # DAMSM over the global batch (every caption against every image), in float32
         regions = distributed.gather(features.regions.float())
         image = distributed.gather(features.image.float())
-        w = word_loss(regions, all_words, all_lengths, all_classes, d.gamma1, d.gamma2, d.gamma3)
-        s = sentence_loss(image, all_sentences, all_classes, d.gamma3)
-        damsm = w.total() + s.total()
+        damsm = self.damsm_loss(regions, image, all_words, all_sentences, all_lengths,
+                                all_classes, d.gamma1, d.gamma2, d.gamma3)  # fmt: skip
         kl = kl_loss(out.mu.float(), out.logvar.float())
         g_loss = adv.float() + t.damsm_lambda * damsm + t.kl_weight * kl
         g_loss.backward()
