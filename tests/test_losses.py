@@ -183,3 +183,32 @@ def test_discriminator_scale_loss_pairs_image_k_with_sentence_k_plus_1(monkeypat
     assert torch.equal(mismatched[0][1], sentence[1:])
     loss.backward()
     assert fake.grad is None  # the fakes are detached for D's update
+
+
+def test_rank_shares_of_the_word_loss_average_to_the_whole_batch_loss():
+    regions, words, lengths = _inputs(batch=6, seed=4, dtype=torch.float64)
+    class_ids = torch.tensor([3, 1, 3, 2, 1, 3])
+    whole_r = regions.clone().requires_grad_()
+    whole = losses.word_loss(whole_r, words, lengths, class_ids)
+    whole.total().backward()
+    shared_r = regions.clone().requires_grad_()
+    shares = [
+        losses.sharded_word_loss(
+            shared_r[k : k + 2],
+            shared_r,
+            words[k : k + 2],
+            words,
+            lengths[k : k + 2],
+            lengths,
+            first=k,
+            all_class_ids=class_ids,
+        )  # fmt: skip
+        for k in (0, 2, 4)  # 3 "ranks" of 2 samples
+    ]
+    for part in ("image_to_text", "text_to_image"):
+        mean = sum(getattr(s, part) for s in shares) / 3
+        torch.testing.assert_close(mean, getattr(whole, part))
+    (sum(s.total() for s in shares) / 3).backward()
+    torch.testing.assert_close(shared_r.grad, whole_r.grad)
+    rect = losses.word_match(regions[:2], words, lengths)
+    assert rect.scores.shape == (2, 6) and rect.attention is None

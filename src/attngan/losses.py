@@ -29,7 +29,8 @@ class MatchingLoss(NamedTuple):
 
 class WordMatch(NamedTuple):
     scores: Tensor  # [B_img, B_cap] R(Q_j, D_i) of Eq. 10, before gamma3
-    attention: Tensor  # [B, T, h, w] each caption's attention over its own image's regions (Eq. 9)
+    attention: Tensor | None  # [B, T, h, w] each caption's attention over its own image's regions
+    # (Eq. 9); None when images and captions are different batches
 
 
 def class_mask(class_ids: Tensor | None, batch: int, device: torch.device) -> Tensor | None:
@@ -58,10 +59,12 @@ def word_match(
 ) -> WordMatch:
     """Word-level matching score of every (image j, caption i) pair in one batched pass.
 
-    ``regions [B, D, h, w]``, ``words [B, D, T]``, ``lengths [B]``.
+    ``regions [B_img, D, h, w]``, ``words [B_cap, D, T]``, ``lengths [B_cap]``; usually one batch
+    of pairs (B_img = B_cap = B), but any two sets may be matched.
     """
-    batch, dim, height, width = regions.shape
-    check_shape("words", words, batch, dim, None)
+    images, dim, height, width = regions.shape
+    batch = words.size(0)  # captions
+    check_shape("words", words, None, dim, None)
     check_shape("lengths", lengths, batch)
     steps = words.size(2)
     lengths = lengths.to(words.device)  # a data loader's lengths stay on the CPU
@@ -70,14 +73,16 @@ def word_match(
     v = regions.flatten(2)  # [B_img, D, N]
     pad = torch.arange(steps, device=words.device)[None, :] >= lengths[:, None]  # [B_cap, T]
     e = words.permute(1, 0, 2).reshape(dim, batch * steps)  # [D, B_cap*T]
-    s = (v.transpose(1, 2).reshape(batch * v.size(2), dim) @ e).view(batch, -1, batch, steps)
+    s = (v.transpose(1, 2).reshape(images * v.size(2), dim) @ e).view(images, -1, batch, steps)
     s = s.masked_fill(pad, float("-inf")).softmax(dim=3)  # Eq. 8: s = e^T v, over words
     alpha = (gamma1 * s).softmax(dim=1)  # Eq. 9, over regions: [B_img, N, B_cap, T]
-    context = torch.bmm(v, alpha.flatten(2)).view(batch, dim, batch, steps)  # c = v alpha^T
+    context = torch.bmm(v, alpha.flatten(2)).view(images, dim, batch, steps)  # c = v alpha^T
     e = e.view(1, dim, batch, steps)
     cos = (context * e).sum(1) / (context.norm(dim=1) * e.norm(dim=1)).clamp(min=EPS)
     cos = (gamma2 * cos).masked_fill(pad, float("-inf"))  # [B_img, B_cap, T]
     scores = torch.logsumexp(cos, dim=2)  # Eq. 10: log sum_k exp(gamma2 R(c_k, e_k))
+    if images != batch:
+        return WordMatch(scores, None)
     own = alpha.diagonal(dim1=0, dim2=2).permute(2, 1, 0)  # [B, T, N] caption i on image i
     own = own.masked_fill(pad[:, :, None], 0.0)
     return WordMatch(scores, own.reshape(batch, steps, height, width))
@@ -95,6 +100,34 @@ def word_loss(
     """DAMSM word loss (Eq. 11-13 on the word-level score of Eq. 10)."""
     match = word_match(regions, words, lengths, gamma1, gamma2)
     return matching_loss(gamma3 * match.scores, class_ids)
+
+
+def sharded_word_loss(
+    regions: Tensor,
+    all_regions: Tensor,
+    words: Tensor,
+    all_words: Tensor,
+    lengths: Tensor,
+    all_lengths: Tensor,
+    first: int,
+    all_class_ids: Tensor | None = None,
+    gamma1: float = 4.0,
+    gamma2: float = 5.0,
+    gamma3: float = 10.0,
+) -> MatchingLoss:
+    """One data-parallel rank's share of the DAMSM word loss of a global batch: its ``b`` images
+    against all ``B`` captions (``image_to_text``) and all images against its captions
+    (``text_to_image``), its samples being ``first .. first+b-1`` of the global batch. Each term is
+    the mean over this rank's samples, so the mean over ranks is :func:`word_loss` of the global
+    batch, at 2bB rather than B² pairs per rank."""
+    b, total = regions.size(0), all_regions.size(0)
+    rows = gamma3 * word_match(regions, all_words, all_lengths, gamma1, gamma2).scores  # [b, B]
+    cols = gamma3 * word_match(all_regions, words, lengths, gamma1, gamma2).scores.t()  # [b, B]
+    labels = torch.arange(first, first + b, device=rows.device)
+    if all_class_ids is not None:
+        mask = class_mask(all_class_ids, total, rows.device)[first : first + b]  # [b, B]
+        rows, cols = rows.masked_fill(mask, float("-inf")), cols.masked_fill(mask, float("-inf"))
+    return MatchingLoss(F.cross_entropy(rows, labels), F.cross_entropy(cols, labels))
 
 
 def sentence_loss(

@@ -33,6 +33,7 @@ from attngan.losses import (
     generator_scale_loss,
     kl_loss,
     sentence_loss,
+    sharded_word_loss,
     word_loss,
 )
 from attngan.models import sample_noise
@@ -260,10 +261,18 @@ class GANTrainer(Loop):
             )
             features = self.image_encoder(out.images[-1])
         # DAMSM over the global batch (every caption against every image), in float32
-        regions = distributed.gather(features.regions.float())
-        image = distributed.gather(features.image.float())
-        damsm = self.damsm_loss(regions, image, all_words, all_sentences, all_lengths,
-                                all_classes, d.gamma1, d.gamma2, d.gamma3)  # fmt: skip
+        regions, image = features.regions.float(), features.image.float()
+        if self.world.size == 1:
+            damsm = self.damsm_loss(regions, image, text.words, text.sentence, lengths,
+                                    all_classes, d.gamma1, d.gamma2, d.gamma3)  # fmt: skip
+        else:  # this rank's rows and columns of the global score matrix
+            first = self.world.rank * b
+            w = sharded_word_loss(
+                regions, distributed.gather(regions), words, all_words, lengths, all_lengths,
+                first, all_classes, d.gamma1, d.gamma2, d.gamma3,
+            )  # fmt: skip
+            s = sentence_loss(distributed.gather(image), all_sentences, all_classes, d.gamma3)
+            damsm = w.total() + s.total()
         kl = kl_loss(out.mu.float(), out.logvar.float())
         g_loss = adv.float() + t.damsm_lambda * damsm + t.kl_weight * kl
         g_loss.backward()
