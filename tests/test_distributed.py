@@ -143,6 +143,13 @@ def test_torchrun_runs_the_cli(shapes_root, damsm_run, tmp_path):
     (run,) = (tmp_path / "runs").iterdir()
     assert (run / "model" / "model.json").is_file()
     assert proc.stderr.count("finished 2 steps") == 1  # rank 0 logs; rank 1 only warns
+    proc = _torchrun(
+        "-m", "attngan", "train", "--resume", str(run), "--device", "cpu", "--no-progress",
+        "--set", "train.max_steps=3", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming from" in proc.stderr and proc.stderr.count("finished 3 steps") == 1
+    assert len(list((tmp_path / "runs").iterdir())) == 1
 
 
 # --- the speed switches match the plain path ----------------------------------------------------

@@ -464,9 +464,13 @@ class Loop:
 
     def resume(self) -> None:
         """Continue from the newest complete checkpoint of ``run_dir`` (if there is one)."""
-        removed = remove_partial_checkpoints(self.run_dir)
-        if removed:
-            log.warning("removed a checkpoint left half-written by a crash: %s", ", ".join(removed))
+        if self.world.main:
+            removed = remove_partial_checkpoints(self.run_dir)
+            if removed:
+                log.warning(
+                    "removed a checkpoint left half-written by a crash: %s", ", ".join(removed)
+                )
+        distributed.barrier()
         found = list_checkpoints(self.run_dir)
         if not found:
             log.warning("%s has no complete checkpoint: starting from step 0", self.run_dir)
