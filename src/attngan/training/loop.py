@@ -67,9 +67,11 @@ def epoch_batches(
 
 
 def _ignore_interrupts(worker_id: int) -> None:
-    """Ctrl-C in a terminal reaches every process of the group: workers leave it to the main
-    process, which finishes its step and saves (see :class:`StopFlag`)."""
+    """Ctrl-C in a terminal (or ``pkill``, ``kill -- -PGID``) reaches every process of the group:
+    workers leave SIGINT and SIGTERM to the main process, which finishes its step and saves (see
+    :class:`StopFlag`), then stops them itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def rank_batches(
