@@ -13,12 +13,13 @@ import json
 import random
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from attngan.checkpoints import load_model
+from attngan.data.dataset import load_image
 from attngan.data.shapes import COLOURS, SHAPES
+from attngan.data.transforms import to_unit_range
 from attngan.losses import word_match
 
 
@@ -50,9 +51,8 @@ def main() -> None:
         width = max(map(len, ids))
         tokens = torch.tensor([i + [0] * (width - len(i)) for i in ids])
         lengths = torch.tensor([len(i) for i in ids])
-        image = Image.open(root / row["file_name"]).convert("RGB")
-        image = image.resize((size, size), Image.BILINEAR)
-        x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 127.5 - 1
+        image = load_image(root / row["file_name"]).resize((size, size), Image.BILINEAR)
+        x = to_unit_range(image)
         with torch.no_grad():
             text, feats = text_encoder(tokens, lengths), image_encoder(x[None])
             scores = word_match(feats.regions, text.words, lengths).scores[0]  # [3 captions]

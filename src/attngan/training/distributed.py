@@ -229,11 +229,7 @@ def wrap(module: nn.Module, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 
 
-def unwrap(module: nn.Module) -> nn.Module:
-    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
-
-
 __all__ = [
     "World", "any_rank", "barrier", "broadcast_object", "convert_sync_batchnorm", "gather",
-    "launched", "mean_over_ranks", "rank", "setup", "shutdown", "unwrap", "wrap",
+    "launched", "mean_over_ranks", "rank", "setup", "shutdown", "wrap",
 ]  # fmt: skip

@@ -116,8 +116,9 @@ class GANTrainer(Loop):
         progress: bool | None = None,
     ) -> None:
         super().__init__(run_dir, on_step, progress)
-        self.world = distributed.setup(resolve_device(device))
-        self.device = distributed.device_for(resolve_device(device), self.world)
+        requested = resolve_device(device)
+        self.world = distributed.setup(requested)
+        self.device = distributed.device_for(requested, self.world)
         source = damsm or config.train.damsm_model
         if not source:
             raise TrainingError(
