@@ -20,6 +20,7 @@ from attngan.checkpoints import load_model
 from attngan.data.dataset import load_image
 from attngan.data.shapes import COLOURS, SHAPES
 from attngan.data.transforms import to_unit_range
+from attngan.errors import AttnGANError
 from attngan.losses import word_match
 
 
@@ -29,11 +30,17 @@ def main() -> None:
     parser.add_argument("--data", default="data/shapes")
     parser.add_argument("--images", type=int, default=300, help="test images to look at")
     args = parser.parse_args()
-    model = load_model(args.model, components=("text_encoder", "image_encoder"))
+    metadata = Path(args.data) / "test" / "metadata.jsonl"
+    try:
+        model = load_model(args.model, components=("text_encoder", "image_encoder"))
+        if not metadata.is_file():
+            raise AttnGANError(f"{metadata} not found: build the set with `attngan data shapes`")
+    except AttnGANError as exc:
+        raise SystemExit(f"damsm_attributes: error: {exc}") from None
     text_encoder, image_encoder = model["text_encoder"].eval(), model["image_encoder"].eval()
     size = model.config.model.image_sizes[-1]
     root = Path(args.data) / "test"
-    rows = [json.loads(line) for line in (root / "metadata.jsonl").open()][: args.images]
+    rows = [json.loads(line) for line in metadata.open()][: args.images]
     rng = random.Random(0)
     wins = {"shape": 0, "colour": 0}
     cosines = {"true": 0.0, "shape": 0.0, "colour": 0.0}
