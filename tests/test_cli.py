@@ -18,7 +18,7 @@ def _subcommands(parser=None, prefix=()):
 
 def test_the_command_list_is_complete():
     names = [" ".join(c) for c in _subcommands()]
-    assert {"config", "data", "data shapes", "import-release"} <= set(names)
+    assert {"config", "data", "data shapes", "import-release", "demo"} <= set(names)
 
 
 def test_top_level_help_lists_the_commands(capsys):

@@ -69,6 +69,11 @@ EXAMPLES = {
   attngan evaluate --model models/bird_attngan2 --data ~/data/birds --num-images 30000 \\
       --is-weights inception_v3_google-0cc3c7bd.pth --device auto
   attngan evaluate --data data/shapes --metrics semantic r_precision   # no Inception needed""",
+    "demo": """examples:
+  pip install 'attngan[demo]'                              # Gradio, once
+  attngan demo                                             # http://127.0.0.1:7860, bundled model
+  attngan demo --model runs/00001-shapes-gan/model --model models/bird_attngan2 --port 8000
+  attngan demo --host 0.0.0.0                              # open to your network (no login!)""",
 }
 
 
@@ -228,6 +233,17 @@ def _int_at_least(minimum: int):
     return parse
 
 
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535."""
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 65535 (got {value})")
+    return value
+
+
+_port.__name__ = "int"  # argparse's message: "invalid int value"
+
+
 def _read_captions_file(path: Path) -> list[str]:
     """One caption a line; blank lines and lines starting with '#' are skipped."""
     from attngan.errors import DataError
@@ -310,6 +326,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out is not None:
         write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
         log.info("wrote %s", args.out)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from attngan.demo import import_gradio, launch, model_choices
+
+    import_gradio()  # without Gradio: the one-line install hint, before any model is read
+    from attngan.training.loop import resolve_device
+
+    launch(
+        model_choices(args.model),
+        host=args.host,
+        port=args.port,
+        device=resolve_device(args.device),
+        quiet=args.quiet,
+    )
     return 0
 
 
@@ -608,6 +640,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
+
+    p = _subparser(
+        commands,
+        "demo",
+        "a web page (Gradio) that draws your sentences: every stage's images, per-word attention",
+        "demo",
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="M",
+        help="an attngan model folder to offer (repeat for more; the first is the default); the "
+        "bundled shapes model is always offered",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine)"
+    )
+    p.add_argument("--port", type=_port, default=7860, help="port (default 7860)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["cpu", "cuda", "auto"],
+        help="where to run (default auto: cuda when available)",
+    )
+    p.set_defaults(func=cmd_demo)
 
     p = _subparser(
         commands,
