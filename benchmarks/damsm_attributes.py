@@ -43,6 +43,7 @@ def main() -> None:
     rows = [json.loads(line) for line in metadata.open()][: args.images]
     rng = random.Random(0)
     wins = {"shape": 0, "colour": 0}
+    sentence_wins = {"shape": 0, "colour": 0}
     cosines = {"true": 0.0, "shape": 0.0, "colour": 0.0}
     count = 0
     for row in rows:
@@ -67,12 +68,14 @@ def main() -> None:
         count += 1
         for k, key in enumerate(("shape", "colour"), start=1):
             wins[key] += int(scores[0] > scores[k])
+            sentence_wins[key] += int(cos[0] > cos[k])
         for k, key in enumerate(("true", "shape", "colour")):
             cosines[key] += cos[k].item()
     print(f"{args.model}: {count} single-object test images")
     for key in ("shape", "colour"):
-        print(f"  true caption scores above the {key}-swapped one (word level): "
-              f"{wins[key] / count:.1%}")  # fmt: skip
+        word, sentence = wins[key] / count, sentence_wins[key] / count
+        print(f"  true caption scores above the {key}-swapped one: word level {word:.1%}, "
+              f"sentence level {sentence:.1%}")  # fmt: skip
     means = ", ".join(f"{k} {v / count:.3f}" for k, v in cosines.items())
     print(f"  mean sentence cosine: {means}")
 

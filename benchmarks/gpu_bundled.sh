@@ -1,37 +1,72 @@
 #!/usr/bin/env bash
-# Train the bundled `shapes` model longer on a GPU, in one prepared run: build `shapes`, train
-# DAMSM with the `shapes` preset and the GAN with the preset for GAN_EPOCHS epochs (default 24,
-# about 10,000 steps; at the 22 steps/s an H100 ran the shapes GAN at, about 8 minutes: set
-# GAN_EPOCHS to fit the device time), evaluate semantic accuracy, R-precision and IS on the test
-# captions, and copy the model folder and the results to $OUT (or ./gpu-out). Then, on the CPU:
-#   cp -r gpu-out/model/. src/attngan/assets/shapes-model/ && attngan evaluate --data data/shapes
+# Train candidates for the bundled `shapes` model on one GPU, in one prepared run of about
+# BUDGET seconds (default 480): build `shapes`; train DAMSM with the `shapes` preset (plus the
+# --set values in DAMSM_SETS), and score how well it tells shapes and colours apart
+# (benchmarks/damsm_attributes.py); then train one GAN per entry of VARIANTS (NAME:KEY=V,KEY=V)
+# side by side on the same GPU until the budget is spent (each stops with SIGTERM, which saves a
+# checkpoint); evaluate semantic accuracy, R-precision and IS of each newest checkpoint on the
+# test captions; pack each variant's model, log and results into $OUT/NAME.tar.gz (or ./gpu-out).
+# Then, on the CPU, for the variant you pick:
+#   tar xzf gpu-out/NAME.tar.gz -C gpu-out && cp gpu-out/NAME/model/* src/attngan/assets/shapes-model/
+#   attngan evaluate --data data/shapes
 # Usage (from the repository root, on a machine with a GPU): bash benchmarks/gpu_bundled.sh
 set -euo pipefail
 OUT=${OUT:-gpu-out}
-GAN_EPOCHS=${GAN_EPOCHS:-24}
+BUDGET=${BUDGET:-480}
+VARIANTS=${VARIANTS:-"g16:train.damsm_lambda=20,train.swap_weight=20 g32:train.damsm_lambda=20,train.swap_weight=20,model.gf=32,model.df=32 g32r2:train.damsm_lambda=20,train.swap_weight=20,model.gf=32,model.df=32,model.residual_blocks=2"}
+WORKERS=${WORKERS:-3}  # data workers per GAN
+DAMSM_SETS=${DAMSM_SETS:-}
+DEVICE=${DEVICE:-cuda}  # cpu for a dry run here
+EVAL_ARGS=${EVAL_ARGS:-}  # e.g. --num-images 100 for a dry run
+START=$(date +%s)
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 WORK=$(mktemp -d)
-SETS=(data.root="$WORK/shapes" data.workers=6)
+RES="$WORK/results"
+mkdir -p "$RES"
+SETS=(data.root="$WORK/shapes" data.workers="$WORKERS")
 attngan() { python3 -m attngan.cli "$@"; }
-seconds() { python3 -c "import time; print(f'{time.time() - $1:.1f}')"; }
+elapsed() { echo $(($(date +%s) - START)); }
 
-python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"
-t0=$(date +%s.%N)
-attngan -q data shapes --out "$WORK/shapes" --workers 8
-echo "shapes data built in $(seconds "$t0") s"
-t0=$(date +%s.%N)
-attngan train-damsm --device cuda --runs "$WORK/runs" --no-progress --set "${SETS[@]}" \
-  > "$OUT/damsm.txt" 2>&1 || { tail -20 "$OUT/damsm.txt"; exit 1; }
-echo "DAMSM: $(seconds "$t0") s; $(grep -h 'finished' "$OUT/damsm.txt")"
-t0=$(date +%s.%N)
-attngan train --device cuda --damsm "$WORK/runs/00000-shapes-damsm" --runs "$WORK/runs" \
-  --no-progress --set "${SETS[@]}" train.epochs="$GAN_EPOCHS" train.sample_every=2000 \
-  > "$OUT/gan.txt" 2>&1 || { tail -20 "$OUT/gan.txt"; exit 1; }
-echo "GAN ($GAN_EPOCHS epochs): $(seconds "$t0") s"
-RUN="$WORK/runs/00001-shapes-gan"
-cp -r "$RUN/model" "$OUT/model"
-last=$(ls "$RUN/samples" | grep -v attention | grep step- | tail -1)
-cp "$RUN/samples/$last" "$OUT/samples.png"
-attngan evaluate --model "$RUN/model" --data "$WORK/shapes" --device cuda --no-progress \
-  --metrics semantic r_precision is --out "$OUT/eval.json"
+python3 -c "import torch; print('torch', torch.__version__, '|', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU')"
+attngan -q data shapes --out "$WORK/shapes" --workers 16
+echo "[$(elapsed) s] shapes data built"
+# shellcheck disable=SC2086
+attngan train-damsm --device "$DEVICE" --runs "$WORK/runs" --no-progress \
+  --set "${SETS[@]}" data.workers=14 $DAMSM_SETS > "$RES/damsm.txt" 2>&1 \
+  || { tail -20 "$RES/damsm.txt"; exit 1; }
+DAMSM="$WORK/runs/00000-shapes-damsm"
+echo "[$(elapsed) s] DAMSM: $(grep -h 'finished' "$RES/damsm.txt")"
+python3 benchmarks/damsm_attributes.py --model "$DAMSM/model" --data "$WORK/shapes" \
+  | tee "$RES/damsm_attributes.txt"
+
+left=$((BUDGET - $(elapsed) - 60))  # keep a minute for the evaluations
+left=$((left > 30 ? left : 30))
+echo "[$(elapsed) s] GANs {$VARIANTS}, side by side, for $left s"
+names=()
+for variant in $VARIANTS; do
+  name=${variant%%:*}
+  names+=("$name")
+  IFS=, read -r -a more <<< "${variant#*:}"
+  timeout -s TERM "$left" python3 -m attngan.cli train --device "$DEVICE" --damsm "$DAMSM" \
+    --runs "$WORK/runs-$name" --no-progress --set "${SETS[@]}" train.epochs=1000 \
+    train.sample_every=2000 train.checkpoint_every=2000 "${more[@]}" \
+    > "$RES/gan-$name.txt" 2>&1 &
+done
+wait || true
+for name in "${names[@]}"; do
+  ckpt=$(ls -d "$WORK/runs-$name"/*/checkpoints/step-* | tail -1)
+  mkdir -p "$RES/$name/model"
+  cp "$ckpt"/{generator,text_encoder,image_encoder}.safetensors "$ckpt"/{model.json,vocab.json} \
+    "$RES/$name/model/"
+  echo "$name: stopped at $(basename "$ckpt"); $(grep -h 'steps/s' "$RES/gan-$name.txt" | tail -1)"
+  # shellcheck disable=SC2086
+  attngan evaluate --model "$ckpt" --data "$WORK/shapes" --device "$DEVICE" --no-progress \
+    --metrics semantic r_precision is --out "$RES/$name/eval.json" $EVAL_ARGS \
+    > "$RES/$name/eval.txt" 2>&1 &
+done
+wait || true
+for name in "${names[@]}"; do echo "== $name"; cat "$RES/$name/eval.txt"; done
+for name in "${names[@]}"; do tar czf "$OUT/$name.tar.gz" -C "$RES" "$name" "gan-$name.txt"; done
+tar czf "$OUT/damsm.tar.gz" -C "$RES" damsm.txt damsm_attributes.txt
+echo "[$(elapsed) s] done; $OUT/{NAME,damsm}.tar.gz"

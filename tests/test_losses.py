@@ -212,3 +212,46 @@ def test_rank_shares_of_the_word_loss_average_to_the_whole_batch_loss():
     torch.testing.assert_close(shared_r.grad, whole_r.grad)
     rect = losses.word_match(regions[:2], words, lengths)
     assert rect.scores.shape == (2, 6) and rect.attention is None
+
+
+def test_hard_negative_loss_adds_one_column_per_image():
+    import torch.nn.functional as F
+
+    from attngan.losses import hard_negative_loss
+
+    torch.manual_seed(0)
+    scores, negative = torch.randn(4, 4), torch.randn(4)
+    valid = torch.tensor([True, False, True, True])
+    got = hard_negative_loss(scores, negative, valid)
+    want = torch.stack(
+        [F.cross_entropy(torch.cat([scores[j], negative[j : j + 1]])[None], torch.tensor([j]))
+         for j in (0, 2, 3)]
+    ).mean()  # fmt: skip
+    torch.testing.assert_close(got, want)
+    # a negative scored far above the true caption costs a lot; far below, nothing more
+    easy = hard_negative_loss(scores, torch.full((4,), -1e3))
+    hard = hard_negative_loss(scores, torch.full((4,), 1e3))
+    torch.testing.assert_close(easy, F.cross_entropy(scores, torch.arange(4)))
+    assert hard > 100
+    assert hard_negative_loss(scores, negative, torch.zeros(4, dtype=torch.bool)) == 0
+
+
+def test_swapped_caption_loss_prefers_the_true_caption():
+    import math
+
+    from attngan.losses import swapped_caption_loss
+
+    torch.manual_seed(0)
+    regions, image = torch.randn(3, 8, 2, 2), torch.randn(3, 8)
+    words, sentence = torch.randn(3, 8, 4), torch.randn(3, 8)
+    lengths, valid = torch.tensor([4, 3, 2]), torch.tensor([True, True, False])
+    same = swapped_caption_loss(regions, image, words, sentence, words, sentence, lengths, valid)
+    torch.testing.assert_close(same, torch.tensor(2 * math.log(2)))  # a swap that changes nothing
+    # a swapped caption that matches the image better costs more than one that matches it worse
+    closer = (regions.flatten(2).mean(2)[:, :, None].expand(3, 8, 4), image)
+    farther = (-closer[0], -image)
+    hard = swapped_caption_loss(regions, image, words, sentence, *closer, lengths, valid)
+    easy = swapped_caption_loss(regions, image, words, sentence, *farther, lengths, valid)
+    assert hard > same > easy
+    none = torch.zeros(3, dtype=torch.bool)
+    assert swapped_caption_loss(regions, image, words, sentence, *closer, lengths, none) == 0

@@ -109,3 +109,43 @@ def test_release_pickle_round_trip(tmp_path: Path):
     release = read_release_captions(path)
     assert release.vocab.words == words
     assert release.vocab.decode(release.train[0]) == "a red bird"
+
+
+def test_word_swapper_swaps_one_word_for_another_class_of_its_family():
+    import random
+
+    from attngan.errors import ConfigError
+    from attngan.text import WordSwapper
+
+    vocab = Vocabulary.build([["a", "red", "circle", "disc", "square", "star", "blue", "on"]])
+    swap = WordSwapper("circle/disc square star; red blue; nothing here", vocab)
+    circle, disc = vocab.id("circle"), vocab.id("disc")
+    assert len(swap.families) == 2  # the third family has no word in the vocabulary
+    caption = vocab.encode("a red circle on").ids
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(200):
+        (row, pad), flags = swap([caption + [0], [0, 0, 0, 0, 0]], [4, 0], rng)
+        assert flags == [True, False] and pad == [0] * 5  # nothing to swap: copied unchanged
+        changed = [k for k in range(5) if row[k] != (caption + [0])[k]]
+        assert len(changed) == 1 and changed[0] in (1, 2) and row[4] == 0  # padding untouched
+        new = vocab.word(row[changed[0]])
+        seen.add(new)
+        assert row[changed[0]] not in (circle, disc)  # never the word itself or its synonym
+    assert seen == {"square", "star", "blue"}  # every other class of both families
+    with pytest.raises(ConfigError, match="no family"):
+        WordSwapper("zebra/horse; cat", vocab)
+
+
+def test_the_shapes_preset_swaps_every_shape_of_the_shapes_vocabulary():
+    from attngan.assets import bundled_model
+    from attngan.config import load_config
+    from attngan.data.shapes import SHAPE_WORDS
+    from attngan.text import WordSwapper
+
+    vocab = Vocabulary.load(bundled_model() / "vocab.json")
+    swap = WordSwapper(load_config("shapes").damsm.swap_words, vocab)
+    assert len(swap.families) == 1
+    # one class per shape, holding the first word of each of its synonyms
+    classes = {frozenset(vocab.word(i) for i in c) for c in swap.families[0]}
+    assert classes == {frozenset(w.split()[0] for w in words) for words in SHAPE_WORDS.values()}

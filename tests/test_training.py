@@ -157,6 +157,41 @@ def test_damsm_run_writes_a_damsm_model(damsm_run):
     assert [p.name for p in list_checkpoints(damsm_run)] == ["step-00000002"]
 
 
+def test_damsm_hard_negatives_train_and_are_logged(shapes_root, tmp_path):
+    from attngan.data.shapes import SHAPES
+
+    swap = "damsm.swap_words=" + " ".join(SHAPES)
+    recorder = Recorder()
+    config = tiny(shapes_root, swap, "damsm.max_steps=3")
+    result = train_damsm(config, runs=tmp_path, device="cpu", progress=False, on_step=recorder)
+    assert result.status == "finished"
+    losses = recorder.losses
+    assert all(r["swap"] > 0 for r in losses.values())
+    assert all(r["loss"] > r["word"] + r["sent"] for r in losses.values())  # counted in the total
+    weightless = Recorder()
+    config = tiny(shapes_root, swap, "damsm.max_steps=1", "damsm.swap_weight=0")
+    train_damsm(config, runs=tmp_path, device="cpu", progress=False, on_step=weightless)
+    assert "swap" not in weightless.losses[1]  # weight 0: the release's loss, no extra pass
+
+
+def test_gan_hard_negatives_are_part_of_the_generator_loss(shapes_root, damsm_run, tmp_path):
+    from attngan.data.shapes import SHAPES
+
+    swap = "damsm.swap_words=" + " ".join(SHAPES)
+    recorder = Recorder()
+    config = tiny(shapes_root, swap, "train.swap_weight=2")
+    train_gan(config, damsm=damsm_run, runs=tmp_path, device="cpu", progress=False,
+              on_step=recorder)  # fmt: skip
+    for r in recorder.losses.values():
+        assert r["swap"] > 0
+        plain = r["g_adv"] + 5.0 * r["damsm"] + r["kl"]  # the shapes preset's lambda
+        assert r["g"] == pytest.approx(plain + 2 * r["swap"], rel=1e-4)
+    with pytest.raises(TrainingError, match="damsm.swap_words"):
+        config = tiny(shapes_root, "train.swap_weight=1", "damsm.swap_words=")
+        train_gan(config, damsm=damsm_run, runs=tmp_path,
+                  device="cpu", progress=False)  # fmt: skip
+
+
 def test_gan_run_writes_samples_checkpoints_and_a_model_that_generates(
     shapes_root, damsm_run, tmp_path, capsys
 ):

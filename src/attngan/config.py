@@ -111,6 +111,11 @@ class DAMSMConfig:
     max_steps: int = 0  # stop after this many steps in all (0: run all epochs)
     checkpoint_every: int = 1000  # steps between checkpoints (one is also written at the end)
     eval_every: int = 1  # epochs between R-precision measurements on the test split
+    # hard negatives: each caption also meets its image with one word swapped for another of its
+    # family ("circle/disc square star; red blue": families by ';', classes by space, synonyms by
+    # '/'), so the encoders must tell those words apart; "" turns it off (the release)
+    swap_words: str = ""
+    swap_weight: float = 1.0  # weight of the hard-negative terms (word and sentence)
 
     def __post_init__(self) -> None:
         _at_least("damsm.batch_size", self.batch_size, 2)
@@ -118,6 +123,7 @@ class DAMSMConfig:
         _at_least("damsm.max_steps", self.max_steps, 0)
         _at_least("damsm.checkpoint_every", self.checkpoint_every, 1)
         _at_least("damsm.eval_every", self.eval_every, 1)
+        _at_least("damsm.swap_weight", self.swap_weight, 0.0)
 
 
 @dataclass
@@ -134,6 +140,9 @@ class TrainConfig:
         5.0  # weight of the DAMSM loss in the generator loss (release SMOOTH.LAMBDA)
     )
     kl_weight: float = 1.0
+    # generator hard negatives: weight of a term that scores each fake image's caption above the
+    # same caption with one word swapped (damsm.swap_words names the words); 0: off (the release)
+    swap_weight: float = 0.0
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)): short runs' EMA is
     # not dragged towards the untrained start (0.999 alone keeps 5 % of it after 3,000 steps)

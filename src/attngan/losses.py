@@ -135,9 +135,54 @@ def sentence_loss(
 ) -> MatchingLoss:
     """DAMSM sentence loss: the same posterior on ``cos(global image j, sentence i)``."""
     check_shape("sentence", sentence, *image.shape)
-    dots = image @ sentence.t()  # [B_img, B_cap]
+    return matching_loss(gamma3 * cosine_scores(image, sentence), class_ids)
+
+
+def cosine_scores(image: Tensor, sentence: Tensor) -> Tensor:
+    """``cos(global image j, sentence i)`` of every pair: ``[B_img, D] x [B_cap, D] -> [B_img,
+    B_cap]`` (the release's floor on the norms' product)."""
+    dots = image @ sentence.t()
     norms = image.norm(dim=1)[:, None] * sentence.norm(dim=1)[None, :]
-    return matching_loss(gamma3 * dots / norms.clamp(min=EPS), class_ids)
+    return dots / norms.clamp(min=EPS)
+
+
+def hard_negative_loss(scores: Tensor, negative: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Cross-entropy over captions for each image with one extra, hard negative caption: image
+    ``j`` must pick its own caption among the batch's ``scores[j]`` and ``negative[j]``, the score
+    of its caption with a word swapped (``text.WordSwapper``). ``scores [B, B]`` and
+    ``negative [B]`` are already scaled (gamma3); rows where ``valid`` is False (no swap) are
+    left out. Zero when no row is valid."""
+    batch = scores.size(0)
+    check_shape("scores", scores, batch, batch)
+    check_shape("negative", negative, batch)
+    logits = torch.cat([scores, negative[:, None]], dim=1)  # [B, B+1]
+    labels = torch.arange(batch, device=scores.device)
+    if valid is None:
+        return F.cross_entropy(logits, labels)
+    valid = valid.to(scores.device)
+    if not bool(valid.any()):
+        return scores.new_zeros(())
+    return F.cross_entropy(logits[valid], labels[valid])
+
+
+def swapped_caption_loss(
+    regions: Tensor, image: Tensor, words: Tensor, sentence: Tensor, swapped_words: Tensor,
+    swapped_sentence: Tensor, lengths: Tensor, valid: Tensor, gamma1: float = 4.0,
+    gamma2: float = 5.0, gamma3: float = 10.0,
+) -> Tensor:  # fmt: skip
+    """For each image, its caption against the same caption with one word swapped
+    (``text.WordSwapper``): ``softplus(gamma3 (R(swapped) - R(true)))`` of the word-level score
+    (Eq. 10) plus the same of the sentence cosine, averaged over the rows where ``valid``. The
+    generator's hard-negative term: it must draw what its caption names, not the swapped word."""
+    pos = word_match(regions, words, lengths, gamma1, gamma2).scores.diagonal()
+    neg = word_match(regions, swapped_words, lengths, gamma1, gamma2).scores.diagonal()
+    pos_s = cosine_scores(image, sentence).diagonal()
+    neg_s = cosine_scores(image, swapped_sentence).diagonal()
+    terms = F.softplus(gamma3 * (neg - pos)) + F.softplus(gamma3 * (neg_s - pos_s))
+    valid = valid.to(terms.device)
+    if not bool(valid.any()):
+        return terms.new_zeros(())
+    return terms[valid].mean()
 
 
 def kl_loss(mu: Tensor, logvar: Tensor) -> Tensor:

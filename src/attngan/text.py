@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -217,3 +218,57 @@ def read_release_captions(path: str | Path) -> ReleaseCaptions:
         if not isinstance(caps, list) or any(not isinstance(c, list) for c in caps):
             raise DataError(f"{path}: {name} captions must be lists of word ids")
     return ReleaseCaptions(train=train, test=test, vocab=vocab)
+
+
+class WordSwapper:
+    """Hard negative captions: each caption with one word swapped for a word of another meaning
+    from the same family (``damsm.swap_words``), e.g. "a red circle" -> "a red star".
+
+    ``spec`` lists families separated by ``;``; a family lists its classes separated by spaces;
+    a class lists its synonyms separated by ``/``. ``"circle/disc square star; red blue"`` has
+    two families: three shape classes (circle and disc mean the same) and two colours. A word is
+    only ever replaced by a word of another class of its family, never by a synonym.
+    Words the vocabulary lacks are ignored; a spec with no swappable family is a ConfigError.
+    """
+
+    def __init__(self, spec: str, vocab: Vocabulary) -> None:
+        from attngan.errors import ConfigError
+
+        self.families: list[list[list[int]]] = []  # family -> class -> word ids
+        self.lookup: dict[int, tuple[int, int]] = {}  # word id -> (family, class)
+        for text in spec.split(";"):
+            classes = [
+                [i for w in c.split("/") if (i := vocab.id(w.strip().lower()))]
+                for c in text.split()
+            ]
+            classes = [c for c in classes if c]
+            if len(classes) < 2:
+                continue
+            f = len(self.families)
+            self.families.append(classes)
+            for k, ids in enumerate(classes):
+                for i in ids:
+                    self.lookup[i] = (f, k)
+        if not self.families:
+            raise ConfigError(
+                f"damsm.swap_words {spec!r}: no family has two classes of words in the vocabulary"
+            )
+
+    def __call__(
+        self, tokens: Sequence[Sequence[int]], lengths: Sequence[int], rng: random.Random
+    ) -> tuple[list[list[int]], list[bool]]:
+        """Each caption's swapped copy (a caption with no swappable word is copied unchanged)
+        and whether it was swapped. One word is swapped, at a position drawn from ``rng``."""
+        out: list[list[int]] = []
+        swapped: list[bool] = []
+        for row, n in zip(tokens, lengths, strict=True):
+            row = list(row)
+            where = [p for p in range(int(n)) if row[p] in self.lookup]
+            if where:
+                p = rng.choice(where)
+                f, k = self.lookup[row[p]]
+                others = [c for j, c in enumerate(self.families[f]) if j != k]
+                row[p] = rng.choice(rng.choice(others))
+            out.append(row)
+            swapped.append(bool(where))
+        return out, swapped

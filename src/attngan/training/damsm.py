@@ -4,6 +4,7 @@ regions from the word loss (Eq. 11-13 on Eq. 10) plus the sentence loss."""
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,15 @@ from attngan.checkpoints import build_component, load_weights, save_model
 from attngan.config import Config
 from attngan.data.dataset import TextImageDataset, open_datasets
 from attngan.errors import TrainingError
-from attngan.losses import sentence_loss, word_loss
+from attngan.losses import (
+    class_mask,
+    cosine_scores,
+    hard_negative_loss,
+    matching_loss,
+    word_match,
+)
 from attngan.metrics import r_precision
-from attngan.text import Vocabulary
+from attngan.text import Vocabulary, WordSwapper
 from attngan.training.loop import Loop, RunResult, batch_loader, resolve_device
 
 log = logging.getLogger(__name__)
@@ -105,6 +112,9 @@ class DAMSMTrainer(Loop):
         )
         self.metrics: dict[str, float] = {}
         self.measured_step = -1
+        self.swapper = (
+            WordSwapper(d.swap_words, self.vocab) if d.swap_words and d.swap_weight else None
+        )
 
     def on_epoch_start(self, epoch: int) -> None:
         for group in self.optimizer.param_groups:
@@ -113,21 +123,54 @@ class DAMSMTrainer(Loop):
     def train_step(self, batch: Any) -> dict[str, float]:
         d = self.config.damsm
         images = batch.images[-1].to(self.device, non_blocking=True)
-        tokens = batch.tokens.to(self.device, non_blocking=True)
-        lengths = batch.length.to(self.device)
+        tokens = batch.tokens
+        lengths = batch.length
         class_ids = batch.class_id.to(self.device)
+        batch_size = tokens.size(0)
+        swapped = None
+        if self.swapper is not None:
+            # the hard negatives ride in the same text-encoder pass, after the true captions
+            rng = random.Random(hash((self.seed, self.step)))
+            rows, swapped = self.swapper(tokens.tolist(), lengths.tolist(), rng)
+            tokens = torch.cat([tokens, torch.tensor(rows, dtype=tokens.dtype)])
+            lengths = torch.cat([lengths, lengths])
         features = self.image_encoder(images)
-        text = self.text_encoder(tokens, lengths)
-        words = word_loss(
-            features.regions, text.words, lengths, class_ids, d.gamma1, d.gamma2, d.gamma3
-        )
-        sentence = sentence_loss(features.image, text.sentence, class_ids, d.gamma3)
+        text = self.text_encoder(tokens.to(self.device), lengths.to(self.device))
+        match = word_match(
+            features.regions, text.words, lengths.to(self.device), d.gamma1, d.gamma2
+        )  # [B, B] or, with hard negatives, [B, 2B]
+        word_scores = d.gamma3 * match.scores
+        sent_scores = d.gamma3 * cosine_scores(features.image, text.sentence)
+        mask = class_mask(class_ids, batch_size, self.device)
+        if mask is not None:  # same-class captions are not negatives (the release)
+            pad = torch.zeros_like(word_scores[:, batch_size:], dtype=torch.bool)
+            mask = torch.cat([mask, pad], dim=1)
+            word_scores = word_scores.masked_fill(mask, float("-inf"))
+            sent_scores = sent_scores.masked_fill(mask, float("-inf"))
+        own = slice(0, batch_size)
+        words = matching_loss(word_scores[:, own])
+        sentence = matching_loss(sent_scores[:, own])
         loss = words.total() + sentence.total()
+        out = {}
+        if swapped is not None:
+            valid = torch.tensor(swapped, device=self.device)
+            hard = hard_negative_loss(
+                word_scores[:, own], word_scores[:, batch_size:].diagonal(), valid
+            ) + hard_negative_loss(
+                sent_scores[:, own], sent_scores[:, batch_size:].diagonal(), valid
+            )
+            loss = loss + d.swap_weight * hard
+            out["swap"] = hard.item()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.text_encoder.parameters(), d.grad_clip)
         self.optimizer.step()
-        return {"loss": loss.item(), "word": words.total().item(), "sent": sentence.total().item()}
+        return {
+            "loss": loss.item(),
+            "word": words.total().item(),
+            "sent": sentence.total().item(),
+            **out,
+        }
 
     def on_epoch_end(self, epoch: int) -> None:
         if self.evaluate and (epoch + 1) % self.config.damsm.eval_every == 0:

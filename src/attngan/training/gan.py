@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,11 @@ from attngan.losses import (
     kl_loss,
     sentence_loss,
     sharded_word_loss,
+    swapped_caption_loss,
     word_loss,
 )
 from attngan.models import sample_noise
+from attngan.text import WordSwapper
 from attngan.training import distributed
 from attngan.training.loop import Loop, RunResult, list_checkpoints, resolve_device
 
@@ -145,6 +148,13 @@ class GANTrainer(Loop):
             config, ("train", "test"), vocab=self.vocab, progress=progress is not False
         )
         self.dataset, self.test = data["train"], data["test"]
+        self.swapper = None
+        if t.swap_weight > 0:
+            if not config.damsm.swap_words:
+                raise TrainingError(
+                    "train.swap_weight needs the words to swap: --set damsm.swap_words=..."
+                )
+            self.swapper = WordSwapper(config.damsm.swap_words, self.vocab)
         self.text_encoder = encoders["text_encoder"].requires_grad_(False).eval()
         self.image_encoder = encoders["image_encoder"].requires_grad_(False).eval()
         self.generator = build_component("generator", config, len(self.vocab)).to(self.device)
@@ -276,6 +286,16 @@ class GANTrainer(Loop):
             damsm = w.total() + s.total()
         kl = kl_loss(out.mu.float(), out.logvar.float())
         g_loss = adv.float() + t.damsm_lambda * damsm + t.kl_weight * kl
+        if self.swapper is not None:  # this rank's images against their swapped captions
+            rng = random.Random(hash((self.seed, self.step, self.world.rank)))
+            rows, valid = self.swapper(batch.tokens.tolist(), batch.length.tolist(), rng)
+            swapped = self._text(torch.tensor(rows, device=self.device), lengths)
+            hard = swapped_caption_loss(
+                regions, image, text.words, text.sentence, swapped.words, swapped.sentence,
+                lengths, torch.tensor(valid), d.gamma1, d.gamma2, d.gamma3,
+            )  # fmt: skip
+            g_loss = g_loss + t.swap_weight * hard
+            losses["swap"] = hard.item()
         g_loss.backward()
         self.opt_g.step()
         self.opt_g.zero_grad(set_to_none=True)
