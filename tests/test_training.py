@@ -174,6 +174,15 @@ def test_damsm_hard_negatives_train_and_are_logged(shapes_root, tmp_path):
     assert "swap" not in weightless.losses[1]  # weight 0: the release's loss, no extra pass
 
 
+def test_damsm_without_swappable_words_trains_without_hard_negatives(shapes_root, tmp_path, caplog):
+    recorder = Recorder()
+    config = tiny(shapes_root, "damsm.swap_words=zebra/horse lion", "damsm.max_steps=1")
+    with caplog.at_level(logging.WARNING, logger="attngan"):
+        train_damsm(config, runs=tmp_path, device="cpu", progress=False, on_step=recorder)
+    assert "swap" not in recorder.losses[1]
+    assert "training without hard negatives" in caplog.text
+
+
 def test_gan_hard_negatives_are_part_of_the_generator_loss(shapes_root, damsm_run, tmp_path):
     from attngan.data.shapes import SHAPES
 

@@ -14,7 +14,7 @@ from torch import nn
 from attngan.checkpoints import build_component, load_weights, save_model
 from attngan.config import Config
 from attngan.data.dataset import TextImageDataset, open_datasets
-from attngan.errors import TrainingError
+from attngan.errors import ConfigError, TrainingError
 from attngan.losses import (
     class_mask,
     cosine_scores,
@@ -112,9 +112,12 @@ class DAMSMTrainer(Loop):
         )
         self.metrics: dict[str, float] = {}
         self.measured_step = -1
-        self.swapper = (
-            WordSwapper(d.swap_words, self.vocab) if d.swap_words and d.swap_weight else None
-        )
+        self.swapper = None
+        if d.swap_words and d.swap_weight:
+            try:
+                self.swapper = WordSwapper(d.swap_words, self.vocab)
+            except ConfigError as exc:  # e.g. the shapes preset on another data set
+                log.warning("%s: training without hard negatives", exc)
 
     def on_epoch_start(self, epoch: int) -> None:
         for group in self.optimizer.param_groups:
