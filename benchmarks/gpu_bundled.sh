@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Train candidates for the bundled `shapes` model on one GPU, in one prepared run of about
-# BUDGET seconds (default 480): build `shapes`; train DAMSM with the `shapes` preset (plus the
-# --set values in DAMSM_SETS), and score how well it tells shapes and colours apart
-# (benchmarks/damsm_attributes.py); then train one GAN per entry of VARIANTS (NAME:KEY=V,KEY=V)
-# side by side on the same GPU until the budget is spent (each stops with SIGTERM, which saves a
+# BUDGET seconds (default 480): build `shapes`; train DAMSM with the `shapes` preset, shape hard
+# negatives (SWAP_WORDS) and the --set values in DAMSM_SETS, and score how well it tells shapes
+# and colours apart (benchmarks/damsm_attributes.py); then train one GAN per entry of VARIANTS
+# (NAME:KEY=V,KEY=V) side by side on the same GPU until the budget is spent (each stops with SIGTERM, which saves a
 # checkpoint); evaluate semantic accuracy, R-precision and IS of each newest checkpoint on the
 # test captions; pack each variant's model, log and results into $OUT/NAME.tar.gz (or ./gpu-out).
 # Then, on the CPU, for the variant you pick:
@@ -24,7 +24,9 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 WORK=$(mktemp -d)
 RES="$WORK/results"
 mkdir -p "$RES"
-SETS=(data.root="$WORK/shapes" data.workers="$WORKERS")
+# shape hard negatives (damsm.swap_words) for DAMSM and every GAN; SWAP_WORDS="" turns them off
+SWAP_WORDS=${SWAP_WORDS-"circle/disc square triangle star heart cross/plus diamond/rhombus hexagon"}
+SETS=(data.root="$WORK/shapes" data.workers="$WORKERS" "damsm.swap_words=$SWAP_WORDS")
 attngan() { python3 -m attngan.cli "$@"; }
 elapsed() { echo $(($(date +%s) - START)); }
 

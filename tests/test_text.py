@@ -137,15 +137,15 @@ def test_word_swapper_swaps_one_word_for_another_class_of_its_family():
         WordSwapper("zebra/horse; cat", vocab)
 
 
-def test_the_shapes_preset_swaps_every_shape_of_the_shapes_vocabulary():
+def test_shape_swap_words_cover_every_shape_of_the_shapes_vocabulary():
     from attngan.assets import bundled_model
-    from attngan.config import load_config
-    from attngan.data.shapes import SHAPE_WORDS
+    from attngan.data.shapes import SHAPE_SWAP_WORDS, SHAPE_WORDS
     from attngan.text import WordSwapper
 
     vocab = Vocabulary.load(bundled_model() / "vocab.json")
-    swap = WordSwapper(load_config("shapes").damsm.swap_words, vocab)
+    swap = WordSwapper(SHAPE_SWAP_WORDS, vocab)
     assert len(swap.families) == 1
     # one class per shape, holding the first word of each of its synonyms
     classes = {frozenset(vocab.word(i) for i in c) for c in swap.families[0]}
     assert classes == {frozenset(w.split()[0] for w in words) for words in SHAPE_WORDS.values()}
+    assert "cross/plus" in SHAPE_SWAP_WORDS.split()  # the spelling the docs give

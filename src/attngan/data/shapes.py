@@ -113,6 +113,8 @@ RELATION_WORDS: dict[str, tuple[str, ...]] = {
     "above": ("above", "over"),
     "below": ("below", "beneath", "under"),
 }
+#: ``damsm.swap_words`` for shape hard negatives: one class per shape, its one-word synonyms
+SHAPE_SWAP_WORDS = " ".join("/".join(w.split()[0] for w in words) for words in SHAPE_WORDS.values())
 MAX_CAPTION_WORDS = 18
 MAX_CAPTIONS_PER_IMAGE = 10
 
