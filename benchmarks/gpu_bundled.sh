@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Train candidates for the bundled `shapes` model on one GPU, in one prepared run of about
-# BUDGET seconds (default 480): build `shapes`; train DAMSM with the `shapes` preset, shape hard
-# negatives (SWAP_WORDS) and the --set values in DAMSM_SETS, and score how well it tells shapes
-# and colours apart (benchmarks/damsm_attributes.py); then train one GAN per entry of VARIANTS
-# (NAME:KEY=V,KEY=V) side by side on the same GPU until the budget is spent (each stops with SIGTERM, which saves a
-# checkpoint); evaluate semantic accuracy, R-precision and IS of each newest checkpoint on the
-# test captions; pack each variant's model, log and results into $OUT/NAME.tar.gz (or ./gpu-out).
+# BUDGET seconds (default 480):
+#  1. build `shapes`;
+#  2. train DAMSM with the `shapes` preset, shape hard negatives (SWAP_WORDS) and the --set
+#     values in DAMSM_SETS, and score how well it tells shapes and colours apart
+#     (benchmarks/damsm_attributes.py);
+#  3. train one GAN per entry of VARIANTS (NAME:KEY=V,KEY=V) side by side on the same GPU until
+#     the budget is spent (each stops with SIGTERM, which saves a checkpoint);
+#  4. evaluate semantic accuracy, R-precision and IS of each newest checkpoint on the test
+#     captions, and pack each variant's model, log and results into $OUT/NAME.tar.gz.
 # Then, on the CPU, for the variant you pick:
-#   tar xzf gpu-out/NAME.tar.gz -C gpu-out && cp gpu-out/NAME/model/* src/attngan/assets/shapes-model/
-#   attngan evaluate --data data/shapes
+#   tar xzf gpu-out/NAME.tar.gz -C gpu-out
+#   cp gpu-out/NAME/model/* src/attngan/assets/shapes-model/ && attngan evaluate --data data/shapes
 # Usage (from the repository root, on a machine with a GPU): bash benchmarks/gpu_bundled.sh
 set -euo pipefail
 OUT=${OUT:-gpu-out}
