@@ -234,6 +234,15 @@ def test_hard_negative_loss_adds_one_column_per_image():
     torch.testing.assert_close(easy, F.cross_entropy(scores, torch.arange(4)))
     assert hard > 100
     assert hard_negative_loss(scores, negative, torch.zeros(4, dtype=torch.bool)) == 0
+    # a same-class caption is no negative: masking image 0's class twin (caption 1) drops it
+    classes = torch.tensor([7, 7, 8, 9])
+    masked = hard_negative_loss(scores, negative, valid, classes)
+    row0 = torch.cat([scores[0, [0, 2, 3]], negative[:1]])[None]
+    rows = [F.cross_entropy(row0, torch.tensor([0]))] + [
+        F.cross_entropy(torch.cat([scores[j], negative[j : j + 1]])[None], torch.tensor([j]))
+        for j in (2, 3)
+    ]
+    torch.testing.assert_close(masked, torch.stack(rows).mean())
 
 
 def test_swapped_caption_loss_prefers_the_true_caption():

@@ -146,15 +146,24 @@ def cosine_scores(image: Tensor, sentence: Tensor) -> Tensor:
     return dots / norms.clamp(min=EPS)
 
 
-def hard_negative_loss(scores: Tensor, negative: Tensor, valid: Tensor | None = None) -> Tensor:
+def hard_negative_loss(
+    scores: Tensor,
+    negative: Tensor,
+    valid: Tensor | None = None,
+    class_ids: Tensor | None = None,
+) -> Tensor:
     """Cross-entropy over captions for each image with one extra, hard negative caption: image
     ``j`` must pick its own caption among the batch's ``scores[j]`` and ``negative[j]``, the score
     of its caption with a word swapped (``text.WordSwapper``). ``scores [B, B]`` and
     ``negative [B]`` are already scaled (gamma3); rows where ``valid`` is False (no swap) are
-    left out. Zero when no row is valid."""
+    left out, and same-class captions are not negatives (as in :func:`matching_loss`). Zero when
+    no row is valid."""
     batch = scores.size(0)
     check_shape("scores", scores, batch, batch)
     check_shape("negative", negative, batch)
+    mask = class_mask(class_ids, batch, scores.device)
+    if mask is not None:
+        scores = scores.masked_fill(mask, float("-inf"))
     logits = torch.cat([scores, negative[:, None]], dim=1)  # [B, B+1]
     labels = torch.arange(batch, device=scores.device)
     if valid is None:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from attngan.errors import DataError, VocabularyError
+from attngan.errors import ConfigError, DataError, VocabularyError
 from attngan.fileio import write_text_atomic
 
 END_TOKEN = "<end>"  # index 0: end of caption and padding
@@ -232,8 +232,6 @@ class WordSwapper:
     """
 
     def __init__(self, spec: str, vocab: Vocabulary) -> None:
-        from attngan.errors import ConfigError
-
         self.families: list[list[list[int]]] = []  # family -> class -> word ids
         self.lookup: dict[int, tuple[int, int]] = {}  # word id -> (family, class)
         for text in spec.split(";"):

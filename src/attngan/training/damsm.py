@@ -16,7 +16,6 @@ from attngan.config import Config
 from attngan.data.dataset import TextImageDataset, open_datasets
 from attngan.errors import ConfigError, TrainingError
 from attngan.losses import (
-    class_mask,
     cosine_scores,
     hard_negative_loss,
     matching_loss,
@@ -137,43 +136,31 @@ class DAMSMTrainer(Loop):
             rows, swapped = self.swapper(tokens.tolist(), lengths.tolist(), rng)
             tokens = torch.cat([tokens, torch.tensor(rows, dtype=tokens.dtype)])
             lengths = torch.cat([lengths, lengths])
+        tokens, lengths = tokens.to(self.device, non_blocking=True), lengths.to(self.device)
         features = self.image_encoder(images)
-        text = self.text_encoder(tokens.to(self.device), lengths.to(self.device))
-        match = word_match(
-            features.regions, text.words, lengths.to(self.device), d.gamma1, d.gamma2
-        )  # [B, B] or, with hard negatives, [B, 2B]
+        text = self.text_encoder(tokens, lengths)
+        match = word_match(features.regions, text.words, lengths, d.gamma1, d.gamma2)
+        # scores [B, B], or with hard negatives [B, 2B]
         word_scores = d.gamma3 * match.scores
         sent_scores = d.gamma3 * cosine_scores(features.image, text.sentence)
-        mask = class_mask(class_ids, batch_size, self.device)
-        if mask is not None:  # same-class captions are not negatives (the release)
-            pad = torch.zeros_like(word_scores[:, batch_size:], dtype=torch.bool)
-            mask = torch.cat([mask, pad], dim=1)
-            word_scores = word_scores.masked_fill(mask, float("-inf"))
-            sent_scores = sent_scores.masked_fill(mask, float("-inf"))
-        own = slice(0, batch_size)
-        words = matching_loss(word_scores[:, own])
-        sentence = matching_loss(sent_scores[:, own])
+        own = slice(0, batch_size)  # the true captions' columns; the swapped ones follow
+        words = matching_loss(word_scores[:, own], class_ids)
+        sentence = matching_loss(sent_scores[:, own], class_ids)
         loss = words.total() + sentence.total()
-        out = {}
+        result = {"word": words.total().item(), "sent": sentence.total().item()}
         if swapped is not None:
             valid = torch.tensor(swapped, device=self.device)
-            hard = hard_negative_loss(
-                word_scores[:, own], word_scores[:, batch_size:].diagonal(), valid
-            ) + hard_negative_loss(
-                sent_scores[:, own], sent_scores[:, batch_size:].diagonal(), valid
+            hard = sum(
+                hard_negative_loss(s[:, own], s[:, batch_size:].diagonal(), valid, class_ids)
+                for s in (word_scores, sent_scores)
             )
             loss = loss + d.swap_weight * hard
-            out["swap"] = hard.item()
+            result["swap"] = hard.item()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.text_encoder.parameters(), d.grad_clip)
         self.optimizer.step()
-        return {
-            "loss": loss.item(),
-            "word": words.total().item(),
-            "sent": sentence.total().item(),
-            **out,
-        }
+        return {"loss": loss.item(), **result}
 
     def on_epoch_end(self, epoch: int) -> None:
         if self.evaluate and (epoch + 1) % self.config.damsm.eval_every == 0:
