@@ -106,3 +106,10 @@ def test_all_keys_are_dotted_and_complete():
     assert "train.batch_size" in keys and "model.legacy_mask_order" in keys
     assert len(keys) == len(set(keys))
     assert isinstance(Config().to_dict()["model"], dict)
+
+
+@pytest.mark.parametrize("key", ["damsm.swap_weight", "train.swap_weight"])
+def test_hard_negative_weights_cannot_be_negative(key):
+    with pytest.raises(ConfigError, match=f"{key} must be >= 0"):
+        load_config("shapes", [f"{key}=-1"])
+    assert load_config("shapes", [f"{key}=0"])  # zero turns them off

@@ -164,6 +164,7 @@ class TrainConfig:
         _at_least("train.batch_size", self.batch_size, 2)
         _at_least("train.epochs", self.epochs, 0)
         _at_least("train.max_steps", self.max_steps, 0)
+        _at_least("train.swap_weight", self.swap_weight, 0.0)
         _at_least("train.log_every", self.log_every, 1)
         _at_least("train.sample_captions", self.sample_captions, 1)
         if not 0.0 <= self.ema_decay < 1.0:
