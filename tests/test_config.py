@@ -108,8 +108,8 @@ def test_all_keys_are_dotted_and_complete():
     assert isinstance(Config().to_dict()["model"], dict)
 
 
-@pytest.mark.parametrize("key", ["damsm.swap_weight", "train.swap_weight"])
-def test_hard_negative_weights_cannot_be_negative(key):
+@pytest.mark.parametrize("key", ["damsm.swap_weight", "train.swap_weight", "train.r1_gamma"])
+def test_loss_weights_cannot_be_negative(key):
     with pytest.raises(ConfigError, match=f"{key} must be >= 0"):
         load_config("shapes", [f"{key}=-1"])
-    assert load_config("shapes", [f"{key}=0"])  # zero turns them off
+    assert load_config("shapes", [f"{key}=0"])  # zero turns the term off

@@ -90,12 +90,8 @@ def test_parameters_stay_identical_across_ranks(two_ranks):
         assert a["losses"] == b["losses"]  # logged losses are the mean over ranks
 
 
-def test_two_processes_take_the_same_first_step_as_one_at_twice_the_batch(
-    two_ranks,
-    shapes_root,
-    damsm_run,
-    tmp_path,
-):
+def _assert_first_step_matches_one_process(two: dict, shapes_root, damsm_run, runs, *more):
+    """``two``: rank 0's state after step 1 at batch 2; against 1 process at batch 4."""
     seen = {}
 
     def on_step(loop, step, losses):
@@ -103,10 +99,10 @@ def test_two_processes_take_the_same_first_step_as_one_at_twice_the_batch(
         state.update({f"d.{k}": v.clone() for k, v in loop.discriminators.state_dict().items()})
         seen[step] = {"state": state, "losses": dict(losses)}
 
-    config = tiny(shapes_root, "train.batch_size=4", "train.max_steps=1")
-    train_gan(config, damsm=damsm_run, runs=tmp_path, device="cpu", on_step=on_step,
+    config = tiny(shapes_root, "train.batch_size=4", "train.max_steps=1", *more)
+    train_gan(config, damsm=damsm_run, runs=runs, device="cpu", on_step=on_step,
               progress=False)  # fmt: skip
-    one, two = seen[1], _state(two_ranks / "rank0-1.pt")
+    one = seen[1]
     for key, value in two["losses"].items():
         assert one["losses"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
     changed = 0
@@ -118,6 +114,28 @@ def test_two_processes_take_the_same_first_step_as_one_at_twice_the_batch(
             assert torch.equal(other, value), key
         changed += int(key.endswith("weight") and not torch.equal(value, value * 0))
     assert changed > 10
+
+
+def test_two_processes_take_the_same_first_step_as_one_at_twice_the_batch(
+    two_ranks, shapes_root, damsm_run, tmp_path
+):
+    two = _state(two_ranks / "rank0-1.pt")
+    _assert_first_step_matches_one_process(two, shapes_root, damsm_run, tmp_path)
+
+
+def test_r1_under_torchrun_takes_the_same_first_step_as_one_process(
+    shapes_root, damsm_run, tmp_path
+):
+    # the penalty's gradient flows through the synchronised BatchNorm twice (double backward)
+    (tmp_path / "worker.py").write_text(WORKER)
+    r1 = "train.r1_gamma=10"
+    sets = [*TINY, f"data.root={shapes_root}", "train.batch_size=2", "train.max_steps=1",
+            "train.sync_batchnorm=true", r1]  # fmt: skip
+    proc = _torchrun("worker.py", str(tmp_path), str(damsm_run), str(tmp_path / "runs"), *sets,
+                     cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = _state(tmp_path / "rank0-1.pt")
+    _assert_first_step_matches_one_process(two, shapes_root, damsm_run, tmp_path / "one", r1)
 
 
 def test_rank_zero_alone_writes_the_run_folder(two_ranks):

@@ -185,6 +185,39 @@ def test_discriminator_scale_loss_pairs_image_k_with_sentence_k_plus_1(monkeypat
     assert fake.grad is None  # the fakes are detached for D's update
 
 
+def test_r1_penalty_of_a_linear_critic_is_its_squared_weight_norm():
+    w = torch.randn(3, 4, 4, dtype=torch.float64)
+    real = torch.randn(5, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    logits = (real * w).flatten(1).sum(1)  # gradient w for every image
+    penalty = losses.r1_penalty(logits, real)
+    assert penalty.item() == pytest.approx(w.pow(2).sum().item())
+    squared = (real**2).flatten(1).sum(1)  # gradient 2x: penalty mean of 4|x|^2
+    expected = (4 * real.detach() ** 2).flatten(1).sum(1).mean()
+    assert losses.r1_penalty(squared, real).item() == pytest.approx(expected.item())
+
+
+def test_discriminator_loss_with_r1_adds_half_gamma_times_the_penalty():
+    torch.manual_seed(0)
+    disc = Discriminator(16, df=4, embedding_dim=8).eval()  # running statistics: repeatable
+    real, fake, sentence = torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16), torch.randn(4, 8)
+    plain = losses.discriminator_scale_loss(disc, real, fake, sentence)
+    with_r1 = losses.discriminator_scale_loss(disc, real, fake, sentence, r1_gamma=10.0)
+    x = real.clone().requires_grad_(True)
+    out = disc(x, sentence)
+    (grad,) = torch.autograd.grad((out.unconditional + out.conditional).sum(), x)
+    penalty = grad.pow(2).flatten(1).sum(1).mean()
+    assert penalty > 0
+    torch.testing.assert_close(with_r1, plain + 5.0 * penalty)
+    assert not real.requires_grad  # the caller's images are left alone
+    # the penalty reaches D's weights (double backward): its gradient differs from plain's
+    params = [p for p in disc.parameters() if p.requires_grad]
+    g_plain = torch.autograd.grad(plain, params, allow_unused=True)
+    g_r1 = torch.autograd.grad(with_r1, params, allow_unused=True)
+    changed = [a is not None and b is not None and not torch.allclose(a, b)
+               for a, b in zip(g_plain, g_r1, strict=True)]  # fmt: skip
+    assert sum(changed) >= len(params) // 2
+
+
 def test_rank_shares_of_the_word_loss_average_to_the_whole_batch_loss():
     regions, words, lengths = _inputs(batch=6, seed=4, dtype=torch.float64)
     class_ids = torch.tensor([3, 1, 3, 2, 1, 3])

@@ -143,6 +143,9 @@ class TrainConfig:
     # generator hard negatives: weight of a term that scores each fake image's caption above the
     # same caption with one word swapped (damsm.swap_words names the words); 0: off (the release)
     swap_weight: float = 0.0
+    # R1 penalty (Mescheder et al., 2018; not in the release, 0: off): gamma/2 times the squared
+    # gradient norm of each discriminator's real logits with respect to the real images
+    r1_gamma: float = 0.0
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)): short runs' EMA is
     # not dragged towards the untrained start (0.999 alone keeps 5 % of it after 3,000 steps)
@@ -165,6 +168,7 @@ class TrainConfig:
         _at_least("train.epochs", self.epochs, 0)
         _at_least("train.max_steps", self.max_steps, 0)
         _at_least("train.swap_weight", self.swap_weight, 0.0)
+        _at_least("train.r1_gamma", self.r1_gamma, 0.0)
         _at_least("train.log_every", self.log_every, 1)
         _at_least("train.sample_captions", self.sample_captions, 1)
         if not 0.0 <= self.ema_decay < 1.0:

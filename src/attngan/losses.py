@@ -254,23 +254,40 @@ def discriminator_scale_loss(
     fake: Tensor,
     sentence: Tensor,
     mismatched: Mismatched | None = None,
+    r1_gamma: float = 0.0,
 ) -> Tensor:
     """One discriminator's loss on real images, detached fakes and mismatched pairs (real image k
-    with sentence k+1; ``mismatched`` gives other pairs)."""
+    with sentence k+1; ``mismatched`` gives other pairs). ``r1_gamma`` > 0 adds the R1 penalty
+    (not in the release): ``r1_gamma / 2`` times :func:`r1_penalty` of the real logits."""
+    if r1_gamma > 0:
+        real = real.detach().requires_grad_(True)
     real_h, fake_h = disc.features(real), disc.features(fake.detach())
     if mismatched is None and real.size(0) > 1:
         rows = torch.arange(real.size(0) - 1, device=real.device)
         mismatched = Mismatched(rows, sentence[1:])
     wrong = disc.conditional(real_h[mismatched.rows], mismatched.sentence) if mismatched else None
-    uncond = disc.uncond_logits is not None
-    return discriminator_loss(
-        disc.unconditional(real_h) if uncond else None,
-        disc.conditional(real_h, sentence),
-        disc.unconditional(fake_h) if uncond else None,
+    uncond = disc.unconditional(real_h) if disc.uncond_logits is not None else None
+    real_cond = disc.conditional(real_h, sentence)
+    loss = discriminator_loss(
+        uncond,
+        real_cond,
+        disc.unconditional(fake_h) if uncond is not None else None,
         disc.conditional(fake_h, sentence),
         wrong,
         mismatched.weight if mismatched else 1.0,
     )
+    if r1_gamma > 0:
+        logits = real_cond if uncond is None else real_cond + uncond
+        loss = loss + 0.5 * r1_gamma * r1_penalty(logits, real)
+    return loss
+
+
+def r1_penalty(real_logits: Tensor, real: Tensor) -> Tensor:
+    """R1 (Mescheder et al., 2018): the batch mean of the squared gradient norm of the real images'
+    logits (summed over heads) with respect to the images, kept in the graph so that the
+    discriminator's backward pass includes it. ``real`` must require grad."""
+    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean()
 
 
 def generator_scale_loss(disc: Discriminator, fake: Tensor, sentence: Tensor) -> Tensor:

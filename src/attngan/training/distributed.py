@@ -156,15 +156,14 @@ class _AllReduceSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
+        return _AllReduceSum.apply(grad)  # through autograd: differentiable again (R1)
 
 
 class SyncBatchNormCPU(nn.modules.batchnorm._BatchNorm):
     """BatchNorm (1-D or 2-D) over the global batch for backends PyTorch's ``SyncBatchNorm`` does
-    not serve (gloo on the CPU): per-channel sums and sums of squares are all-reduced,
-    differentiably."""
+    not serve (gloo on the CPU), and for CUDA when a second derivative is needed (R1), which
+    PyTorch's lacks: per-channel sums and sums of squares are all-reduced, differentiably (to
+    any order)."""
 
     def _check_input_dim(self, x: Tensor) -> None:
         if x.dim() not in (2, 3, 4):
@@ -211,12 +210,16 @@ def _to_cpu_sync(module: nn.Module) -> nn.Module:
     return module
 
 
-def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+def convert_sync_batchnorm(
+    module: nn.Module, device: torch.device, double_backward: bool = False
+) -> nn.Module:
     """Every BatchNorm of ``module`` normalised over the global batch (a no-op in a world of
-    one)."""
+    one). ``double_backward``: the layers must be twice differentiable (a gradient penalty),
+    which PyTorch's CUDA ``SyncBatchNorm`` is not, so :class:`SyncBatchNormCPU` serves there too.
+    """
     if not active():
         return module
-    if device.type == "cuda":
+    if device.type == "cuda" and not double_backward:
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     return _to_cpu_sync(module)
 

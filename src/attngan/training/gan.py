@@ -63,14 +63,16 @@ class DiscriminatorStep(nn.Module):
     """One discriminator's loss as a module, so that ``DistributedDataParallel`` (which hooks a
     module's forward) can wrap it."""
 
-    def __init__(self, disc: nn.Module) -> None:
+    def __init__(self, disc: nn.Module, r1_gamma: float = 0.0) -> None:
         super().__init__()
-        self.disc = disc
+        self.disc, self.r1_gamma = disc, r1_gamma
 
     def forward(
         self, real: Tensor, fake: Tensor, sentence: Tensor, mismatched: Mismatched | None
     ) -> Tensor:
-        return discriminator_scale_loss(self.disc, real, fake, sentence, mismatched)
+        return discriminator_scale_loss(
+            self.disc, real, fake, sentence, mismatched, r1_gamma=self.r1_gamma
+        )
 
 
 def find_damsm(path: str | Path) -> Path:
@@ -164,7 +166,7 @@ class GANTrainer(Loop):
         if t.sync_batchnorm:
             self.generator = distributed.convert_sync_batchnorm(self.generator, self.device)
             self.discriminators = distributed.convert_sync_batchnorm(
-                self.discriminators, self.device
+                self.discriminators, self.device, double_backward=t.r1_gamma > 0
             )
         if t.channels_last:
             for net in (self.generator, self.ema, self.discriminators, self.image_encoder):
@@ -178,12 +180,16 @@ class GANTrainer(Loop):
         # the steps' entry points: DDP-wrapped under torchrun, compiled with train.compile
         self.g_step = distributed.wrap(self.generator, self.device)
         self.d_steps = [
-            distributed.wrap(DiscriminatorStep(d), self.device) for d in self.discriminators
+            distributed.wrap(DiscriminatorStep(d, t.r1_gamma), self.device)
+            for d in self.discriminators
         ]
         self.damsm_loss = damsm_loss
         if t.compile:
             self.g_step = torch.compile(self.g_step)
-            self.d_steps = [torch.compile(d) for d in self.d_steps]
+            if t.r1_gamma == 0:  # torch.compile has no double backward (R1's gradient)
+                self.d_steps = [torch.compile(d) for d in self.d_steps]
+            else:
+                log.warning("train.compile: the discriminator steps run eagerly with R1")
             self.damsm_loss = torch.compile(damsm_loss, dynamic=True)  # captions vary in length
         torch.manual_seed(self.seed + self.world.rank)  # rank-offset streams from here on
         self._fixed = self._sample_inputs()
