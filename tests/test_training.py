@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -272,6 +273,18 @@ def test_resumed_gan_run_repeats_the_uninterrupted_losses(
     a = load_model(full.model, components=("generator",))["generator"].state_dict()
     b = load_model(resumed.model, components=("generator",))["generator"].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_spectral_discriminators_and_r1_resume_exactly(shapes_root, damsm_run, tmp_path):
+    # the power iteration's vectors live in the discriminators' checkpointed state
+    more = ("model.d_norm=spectral", "train.r1_gamma=1")
+    full = Recorder()
+    _gan(shapes_root, damsm_run, tmp_path / "full", full, *more, "train.max_steps=3")
+    part = _gan(shapes_root, damsm_run, tmp_path, Recorder(), *more, "train.max_steps=1")
+    rest = Recorder()
+    _gan(shapes_root, damsm_run, tmp_path, rest, "train.max_steps=3", resume=part.run_dir)
+    assert rest.losses == {k: full.losses[k] for k in (2, 3)}
+    assert all(math.isfinite(r["d"]) for r in full.losses.values())
 
 
 def test_resumed_damsm_run_repeats_the_uninterrupted_losses(shapes_root, tmp_path):

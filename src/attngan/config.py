@@ -71,6 +71,9 @@ class ModelConfig:
     legacy_mask_order: bool = False  # reproduce the release's padding-mask tiling (AttnGAN#93)
     inception_align_corners: bool = False  # align_corners of the Inception encoder's 299 resize
     cnn_channels: int = 32  # width of the small CNN image encoder's first block
+    # the discriminators' normalisation: batch (the release: BatchNorm after every conv but the
+    # first) or spectral (no BatchNorm; spectral norm on every conv, as in SN-GAN)
+    d_norm: str = "batch"
 
     def __post_init__(self) -> None:
         _at_least("model.stages", self.stages, 1)
@@ -85,6 +88,7 @@ class ModelConfig:
         if self.embedding_dim % 2:
             raise ConfigError(f"model.embedding_dim must be even (got {self.embedding_dim})")
         _choice("model.image_encoder", self.image_encoder, IMAGE_ENCODERS)
+        _choice("model.d_norm", self.d_norm, ("batch", "spectral"))
 
     @property
     def image_sizes(self) -> list[int]:

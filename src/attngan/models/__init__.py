@@ -58,5 +58,6 @@ def build_image_encoder(m: ModelConfig) -> InceptionImageEncoder | CNNImageEncod
 def build_discriminators(m: ModelConfig, initialize: bool = True) -> nn.ModuleList:
     """One discriminator per stage, smallest first."""
     return nn.ModuleList(
-        Discriminator(s, m.df, m.embedding_dim, initialize=initialize) for s in m.image_sizes
+        Discriminator(s, m.df, m.embedding_dim, initialize=initialize, norm=m.d_norm)
+        for s in m.image_sizes
     )

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from attngan.models.layers import ConvBlock, check_shape, release_init
 
@@ -31,6 +32,9 @@ class Discriminator(nn.Module):
         embedding_dim: D, the sentence feature's width.
         unconditional: also build the unconditional head (the release does).
         initialize: apply the release's initialisation (skip it for weights about to be loaded).
+        norm: ``"batch"`` (the release: BatchNorm after every conv but the first) or
+            ``"spectral"`` (no BatchNorm; every conv, the heads' included, divided by its
+            largest singular value, estimated by one power iteration per training forward).
     """
 
     def __init__(
@@ -40,27 +44,36 @@ class Discriminator(nn.Module):
         embedding_dim: int = 256,
         unconditional: bool = True,
         initialize: bool = True,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
+        if norm not in ("batch", "spectral"):
+            raise ValueError(f"norm must be 'batch' or 'spectral' (got {norm!r})")
+        bn = norm == "batch"
         if image_size < 16 or image_size & (image_size - 1):
             raise ValueError(f"image_size must be a power of two >= 16 (got {image_size})")
         downs = int(math.log2(image_size // 4))
         first = 8 * df >> (min(downs, 4) - 1)
         widths = [first << i for i in range(downs)]  # output channels of each down conv
         self.down = nn.ModuleList(
-            ConvBlock(3 if i == 0 else widths[i - 1], w, 4, 2, norm=i > 0)
+            ConvBlock(3 if i == 0 else widths[i - 1], w, 4, 2, norm=bn and i > 0)
             for i, w in enumerate(widths)
         )
         self.squeeze = nn.ModuleList(
-            ConvBlock(widths[-1] >> i, widths[-1] >> (i + 1), 3, 1) for i in range(downs - 4)
+            ConvBlock(widths[-1] >> i, widths[-1] >> (i + 1), 3, 1, norm=bn)
+            for i in range(downs - 4)
         )
         features = 8 * df
         self.image_size, self.features_dim, self.embedding_dim = image_size, features, embedding_dim
         self.uncond_logits = nn.Conv2d(features, 1, 4, 4) if unconditional else None
-        self.cond_joint = ConvBlock(features + embedding_dim, features, 3, 1)
+        self.cond_joint = ConvBlock(features + embedding_dim, features, 3, 1, norm=bn)
         self.cond_logits = nn.Conv2d(features, 1, 4, 4)
         if initialize:
             self.apply(release_init)
+        self.norm = norm
+        if not bn:  # after the initialisation, which then sets the weights to be normalised
+            for conv in [m for m in self.modules() if isinstance(m, nn.Conv2d)]:
+                spectral_norm(conv)
 
     def features(self, images: Tensor) -> Tensor:
         check_shape("images", images, None, 3, self.image_size, self.image_size)
