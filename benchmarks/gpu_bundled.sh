@@ -16,7 +16,9 @@
 set -euo pipefail
 OUT=${OUT:-gpu-out}
 BUDGET=${BUDGET:-480}
-VARIANTS=${VARIANTS:-"g16:train.damsm_lambda=20,train.swap_weight=20 g32:train.damsm_lambda=20,train.swap_weight=20,model.gf=32,model.df=32 g32r2:train.damsm_lambda=20,train.swap_weight=20,model.gf=32,model.df=32,model.residual_blocks=2"}
+# the discriminators' balance (batch or spectral norm) against width (gf = df = 16 or 32)
+HN=train.damsm_lambda=20,train.swap_weight=20
+VARIANTS=${VARIANTS:-"g16:$HN g16sn:$HN,model.d_norm=spectral g32:$HN,model.gf=32,model.df=32 g32sn:$HN,model.gf=32,model.df=32,model.d_norm=spectral"}
 WORKERS=${WORKERS:-3}  # data workers per GAN
 DAMSM_SETS=${DAMSM_SETS:-}
 DEVICE=${DEVICE:-cuda}  # cpu for a dry run here

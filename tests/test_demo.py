@@ -245,7 +245,8 @@ def test_gradio_client_calls_generate(server):
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    client = Client(server, verbose=False)
+    # a generous timeout: a loaded CI machine may take seconds to answer
+    client = Client(server, verbose=False, httpx_kwargs={"timeout": 120})
     stage1, stage2, attention, summary = client.predict(
         CAPTION, BUNDLED_NAME, 3, 2, False, api_name="/generate"
     )
