@@ -123,19 +123,22 @@ def test_two_processes_take_the_same_first_step_as_one_at_twice_the_batch(
     _assert_first_step_matches_one_process(two, shapes_root, damsm_run, tmp_path)
 
 
+@pytest.mark.parametrize("d_norm", ["batch", "spectral"])
 def test_r1_under_torchrun_takes_the_same_first_step_as_one_process(
-    shapes_root, damsm_run, tmp_path
+    d_norm, shapes_root, damsm_run, tmp_path
 ):
-    # the penalty's gradient flows through the synchronised BatchNorm twice (double backward)
+    # batch: the penalty's gradient flows through the synchronised BatchNorm twice (double
+    # backward); spectral: the power iteration's vectors stay the same on every rank
     (tmp_path / "worker.py").write_text(WORKER)
-    r1 = "train.r1_gamma=10"
+    more = ("train.r1_gamma=10", f"model.d_norm={d_norm}")
     sets = [*TINY, f"data.root={shapes_root}", "train.batch_size=2", "train.max_steps=1",
-            "train.sync_batchnorm=true", r1]  # fmt: skip
+            "train.sync_batchnorm=true", *more]  # fmt: skip
     proc = _torchrun("worker.py", str(tmp_path), str(damsm_run), str(tmp_path / "runs"), *sets,
                      cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    two = _state(tmp_path / "rank0-1.pt")
-    _assert_first_step_matches_one_process(two, shapes_root, damsm_run, tmp_path / "one", r1)
+    two, other = _state(tmp_path / "rank0-1.pt"), _state(tmp_path / "rank1-1.pt")
+    assert all(torch.equal(v, other["state"][k]) for k, v in two["state"].items())
+    _assert_first_step_matches_one_process(two, shapes_root, damsm_run, tmp_path / "one", *more)
 
 
 def test_rank_zero_alone_writes_the_run_folder(two_ranks):
