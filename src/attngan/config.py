@@ -26,6 +26,7 @@ from attngan.fileio import write_text_atomic
 
 DATA_FORMATS = ("cub", "coco", "folder")
 IMAGE_ENCODERS = ("inception", "cnn")
+D_NORMS = ("batch", "spectral")  # the discriminators' normalisation (model.d_norm)
 
 
 @dataclass
@@ -88,7 +89,7 @@ class ModelConfig:
         if self.embedding_dim % 2:
             raise ConfigError(f"model.embedding_dim must be even (got {self.embedding_dim})")
         _choice("model.image_encoder", self.image_encoder, IMAGE_ENCODERS)
-        _choice("model.d_norm", self.d_norm, ("batch", "spectral"))
+        _choice("model.d_norm", self.d_norm, D_NORMS)
 
     @property
     def image_sizes(self) -> list[int]:

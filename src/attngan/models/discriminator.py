@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from attngan.config import D_NORMS
 from attngan.models.layers import ConvBlock, check_shape, release_init
 
 
@@ -47,8 +48,8 @@ class Discriminator(nn.Module):
         norm: str = "batch",
     ) -> None:
         super().__init__()
-        if norm not in ("batch", "spectral"):
-            raise ValueError(f"norm must be 'batch' or 'spectral' (got {norm!r})")
+        if norm not in D_NORMS:
+            raise ValueError(f"norm must be one of {D_NORMS} (got {norm!r})")
         bn = norm == "batch"
         if image_size < 16 or image_size & (image_size - 1):
             raise ValueError(f"image_size must be a power of two >= 16 (got {image_size})")
