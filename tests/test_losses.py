@@ -297,3 +297,62 @@ def test_swapped_caption_loss_prefers_the_true_caption():
     assert hard > same > easy
     none = torch.zeros(3, dtype=torch.bool)
     assert swapped_caption_loss(regions, image, words, sentence, *closer, lengths, none) == 0
+
+
+def test_matching_aware_penalty_of_a_bilinear_critic():
+    """D(x, s) = <x, W> + <s, u>: its gradients are W and u for every pair, so the penalty is
+    (|W|^2 + |u|^2)^(p/2)."""
+    w = torch.randn(3, 4, 4, dtype=torch.float64)
+    u = torch.randn(6, dtype=torch.float64)
+    real = torch.randn(5, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    sentence = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    logits = (real * w).flatten(1).sum(1) + sentence @ u
+    expected = (w.pow(2).sum() + u.pow(2).sum()).sqrt() ** 6
+    penalty = losses.matching_aware_penalty(logits, real, sentence, power=6)
+    assert penalty.item() == pytest.approx(expected.item(), rel=1e-6)  # float32 norms
+    assert losses.matching_aware_penalty(logits, real, sentence, power=2).item() == pytest.approx(
+        (w.pow(2).sum() + u.pow(2).sum()).item(), rel=1e-6
+    )
+
+
+def test_discriminator_loss_with_magp_adds_the_weighted_penalty():
+    torch.manual_seed(0)
+    disc = Discriminator(16, df=4, embedding_dim=8).eval()
+    real, fake, sentence = torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16), torch.randn(4, 8)
+    plain = losses.discriminator_scale_loss(disc, real, fake, sentence)
+    with_gp = losses.discriminator_scale_loss(disc, real, fake, sentence, magp_weight=2.0,
+                                              magp_power=6.0)  # fmt: skip
+    x, s = real.clone().requires_grad_(True), sentence.clone().requires_grad_(True)
+    gx, gs = torch.autograd.grad(disc(x, s).conditional.sum(), (x, s))
+    norm = torch.cat([gx.flatten(1), gs.flatten(1)], 1).norm(dim=1)
+    torch.testing.assert_close(with_gp, plain + 2.0 * norm.pow(6).mean())
+    assert not real.requires_grad and not sentence.requires_grad
+
+
+def test_mode_seeking_loss_is_the_inverse_image_to_noise_distance_ratio():
+    a, b = torch.zeros(2, 3, 4, 4), torch.full((2, 3, 4, 4), 0.5)
+    za, zb = torch.zeros(2, 5), torch.full((2, 5), 2.0)
+    assert losses.mode_seeking_loss(a, b, za, zb).item() == pytest.approx(1 / (0.25 + 1e-5))
+    same = losses.mode_seeking_loss(a, a, za, zb)  # collapse: large loss
+    assert same.item() == pytest.approx(1e5)
+    x = b.clone().requires_grad_(True)
+    losses.mode_seeking_loss(a, x, za, zb).backward()
+    assert (x.grad < 0).all()  # pushing the images apart lowers it
+
+
+def test_cutout_zeroes_one_square_per_image_and_keeps_the_rest():
+    images = torch.rand(64, 3, 16, 16) + 0.5  # no zeros of their own
+    gen = torch.Generator().manual_seed(0)
+    out = losses.cutout(images, 0.25, gen)
+    zeroed = (out == 0).all(1)  # [B, 16, 16] pixels cut in every channel
+    assert ((out == 0) == zeroed[:, None]).all()  # cut across all channels or none
+    counts = zeroed.flatten(1).sum(1)
+    assert counts.max() == 16 and counts.min() >= 4  # a 4x4 square, partly off the edge at most
+    kept = ~zeroed[:, None].expand_as(out)
+    assert torch.equal(out[kept], images[kept])
+    for b in range(64):  # the cut pixels form one axis-aligned square
+        ys, xs = zeroed[b].nonzero(as_tuple=True)
+        assert (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1) == counts[b]
+    again = losses.cutout(images, 0.25, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    assert not torch.equal(out, losses.cutout(images, 0.25, torch.Generator().manual_seed(1)))

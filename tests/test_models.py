@@ -377,3 +377,66 @@ def test_folding_batchnorm_keeps_the_eval_outputs():
     for x, y in zip(a.images + a.attention, b.images + b.attention, strict=True):
         torch.testing.assert_close(y, x, rtol=1e-4, atol=1e-5)
     assert g.training is False and next(g.parameters()).requires_grad  # the original untouched
+
+
+# --- switches beyond the release (off by default) -----------------------------------------------
+
+
+def test_unconditional_generator_ignores_the_text():
+    g = tiny_generator(conditional=False).eval()
+    z, sentence, words, mask = generator_inputs()
+    ca = torch.randn(3, 6)
+    a = g(z, sentence, words, mask, ca_noise=ca).images
+    b = g(z, sentence + 3, torch.randn_like(words), mask, ca_noise=ca).images
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y)
+    assert not torch.allclose(a[-1], g(torch.randn_like(z), sentence, words, mask, ca_noise=ca)
+                              .images[-1])  # fmt: skip
+    conditional = tiny_generator().eval()
+    c = conditional(z, sentence + 3, words, mask, ca_noise=ca).images[-1]
+    assert not torch.allclose(conditional(z, sentence, words, mask, ca_noise=ca).images[-1], c)
+
+
+def test_ca_sample_false_conditions_on_the_mean_in_training_too():
+    torch.manual_seed(0)
+    g = tiny_generator(ca_sample=False).train()
+    z, sentence, words, mask = generator_inputs()
+    a = g(z, sentence, words, mask, ca_noise=torch.randn(3, 6))
+    b = g(z, sentence, words, mask, ca_noise=torch.randn(3, 6))
+    torch.testing.assert_close(a.images[-1], b.images[-1])
+    torch.manual_seed(0)
+    sampled = tiny_generator().train()
+    c = sampled(z, sentence, words, mask, ca_noise=torch.randn(3, 6))
+    d = sampled(z, sentence, words, mask, ca_noise=torch.randn(3, 6))
+    assert not torch.allclose(c.images[-1], d.images[-1])
+
+
+def test_initial_attention_lets_the_first_stage_read_the_words():
+    torch.manual_seed(0)
+    g = tiny_generator(initial_attention=True).eval()
+    plain = tiny_generator().eval()
+    z, sentence, words, mask = generator_inputs()
+    ca = torch.randn(3, 6)
+    other = words.clone()
+    other[0, :, 0] += 2.0  # sample 0's first word (a real word)
+    for net, moves in ((g, True), (plain, False)):
+        first = net(z, sentence, words, mask, ca_noise=ca).images[0]
+        second = net(z, sentence, other, mask, ca_noise=ca).images[0]
+        assert torch.allclose(first[1:], second[1:])  # the other samples are untouched
+        assert moves != torch.allclose(first[0], second[0])
+    # padded words never reach the first stage: sample 2 has one real word
+    padded = words.clone()
+    padded[2, :, 1:] = 9.0
+    torch.testing.assert_close(g(z, sentence, padded, mask, ca_noise=ca).images[0],
+                               g(z, sentence, words, mask, ca_noise=ca).images[0])  # fmt: skip
+    extra = {n for n, _ in g.named_parameters()} - {n for n, _ in plain.named_parameters()}
+    assert extra == {"stages.0.attention.word_proj.weight"}
+
+
+def test_generator_switches_come_from_the_config():
+    config = load_config("shapes", ["model.conditional=false", "model.ca_sample=false",
+                                    "model.initial_attention=true"])  # fmt: skip
+    g = build_generator(config.model)
+    assert not g.conditional and not g.ca.sample and g.stages[0].attention is not None
+    plain = build_generator(load_config("shapes").model)
+    assert plain.conditional and plain.ca.sample and plain.stages[0].attention is None

@@ -19,7 +19,7 @@ from attngan import cli
 from attngan.checkpoints import load_model, read_model_info
 from attngan.config import load_config
 from attngan.data.shapes import build_shapes
-from attngan.errors import TrainingError
+from attngan.errors import ConfigError, TrainingError
 from attngan.metrics import r_precision
 from attngan.training import train_damsm, train_gan
 from attngan.training.damsm import damsm_lr
@@ -488,3 +488,61 @@ def test_progress_bar_on_a_terminal_shows_rate_eta_and_losses(capsys):
     progress.close()
     err = capsys.readouterr().err
     assert "gan" in err and "4/4" in err and "step/s" in err and "d=1.250" in err
+
+
+def test_unconditional_gan_needs_no_caption_terms(shapes_root, damsm_run, tmp_path):
+    with pytest.raises(TrainingError, match="damsm_lambda=0"):
+        train_gan(tiny(shapes_root, "model.conditional=false"), damsm=damsm_run, runs=tmp_path,
+                  device="cpu", progress=False)  # fmt: skip
+    recorder = Recorder()
+    config = tiny(shapes_root, "model.conditional=false", "train.damsm_lambda=0",
+                  "train.max_steps=1")  # fmt: skip
+    result = train_gan(config, damsm=damsm_run, runs=tmp_path, device="cpu", progress=False,
+                       on_step=recorder)  # fmt: skip
+    r = recorder.losses[1]
+    assert r["g"] == pytest.approx(r["g_adv"] + r["kl"], rel=1e-5)  # no DAMSM term
+    model = load_model(result.run_dir / "model", kind="attngan")
+    assert model.config.model.conditional is False
+    assert model["generator"].conditional is False
+
+
+def test_discriminator_loss_without_the_mismatched_term():
+    from attngan.losses import discriminator_scale_loss
+    from attngan.models import Discriminator
+
+    torch.manual_seed(0)
+    disc = Discriminator(16, df=4, embedding_dim=8)
+    real, fake, sentence = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16), torch.randn(4, 8)
+    with_term = discriminator_scale_loss(disc, real, fake, sentence)
+    without = discriminator_scale_loss(disc, real, fake, sentence, mismatch=False)
+    # recomputed by hand: (real_u + real_c)/2 + (fake_u + fake_c)/2, no mismatched pairs
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    r, f = disc(real, sentence), disc(fake, sentence)
+    expected = (bce(r.unconditional, torch.ones(4)) + bce(r.conditional, torch.ones(4))) / 2 + (
+        bce(f.unconditional, torch.zeros(4)) + bce(f.conditional, torch.zeros(4))
+    ) / 2
+    torch.testing.assert_close(without, expected)
+    assert not torch.allclose(with_term, without)
+
+
+def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_path):
+    base = ["train.max_steps=1"]
+    runs = {}
+    for name, extra in {
+        "plain": [],
+        "seek": ["train.mode_seeking=1"],
+        "cutout": ["train.d_cutout=0.5"],
+        "magp": ["train.magp_weight=2"],
+    }.items():
+        recorder = Recorder()
+        train_gan(tiny(shapes_root, *base, *extra), damsm=damsm_run, runs=tmp_path / name,
+                  device="cpu", progress=False, on_step=recorder)  # fmt: skip
+        runs[name] = recorder.losses[1]
+    seek = runs["seek"]
+    assert seek["mode_seeking"] > 0 and "mode_seeking" not in runs["plain"]
+    plain_g = seek["g_adv"] + 5.0 * seek["damsm"] + seek["kl"]
+    assert seek["g"] == pytest.approx(plain_g + seek["mode_seeking"], rel=1e-4)
+    assert runs["cutout"]["d"] != pytest.approx(runs["plain"]["d"], rel=1e-6)
+    assert runs["magp"]["d"] > runs["plain"]["d"]  # the penalty is part of D's loss
+    with pytest.raises(ConfigError, match="d_cutout"):
+        tiny(shapes_root, "train.d_cutout=1.0")

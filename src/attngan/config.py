@@ -75,6 +75,11 @@ class ModelConfig:
     # the discriminators' normalisation: batch (the release: BatchNorm after every conv but the
     # first) or spectral (no BatchNorm; spectral norm on every conv, as in SN-GAN)
     d_norm: str = "batch"
+    # not in the release (its values are the defaults): False trains an unconditional GAN of the
+    # same networks (the text is zeroed; needs train.damsm_lambda=0)
+    conditional: bool = True
+    ca_sample: bool = True  # False: the conditioning is its mean mu, in training and inference
+    initial_attention: bool = False  # word attention in the initial stage too (at base/2 px)
 
     def __post_init__(self) -> None:
         _at_least("model.stages", self.stages, 1)
@@ -151,6 +156,17 @@ class TrainConfig:
     # R1 penalty (Mescheder et al., 2018; not in the release, 0: off): gamma/2 times the squared
     # gradient norm of each discriminator's real logits with respect to the real images
     r1_gamma: float = 0.0
+    # DF-GAN's matching-aware gradient penalty (not in the release, 0: off): weight k of
+    # k * E||(grad_image, grad_sentence) D_cond(real, own sentence)||^magp_power
+    magp_weight: float = 0.0
+    magp_power: float = 6.0
+    # DiffAugment cutout for the discriminators (not in the release, 0: off): every image they
+    # see, real or fake, has a random square of this fraction of its side zeroed
+    d_cutout: float = 0.0
+    # MSGAN's mode-seeking term (not in the release, 0: off): its weight; half the batch's
+    # captions are drawn a second time with other z, and the generator is rewarded for the
+    # image distance per noise distance of the two
+    mode_seeking: float = 0.0
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)): short runs' EMA is
     # not dragged towards the untrained start (0.999 alone keeps 5 % of it after 3,000 steps)
@@ -174,6 +190,11 @@ class TrainConfig:
         _at_least("train.max_steps", self.max_steps, 0)
         _at_least("train.swap_weight", self.swap_weight, 0.0)
         _at_least("train.r1_gamma", self.r1_gamma, 0.0)
+        _at_least("train.magp_weight", self.magp_weight, 0.0)
+        _at_least("train.magp_power", self.magp_power, 1.0)
+        _at_least("train.mode_seeking", self.mode_seeking, 0.0)
+        if not 0.0 <= self.d_cutout < 1.0:
+            raise ConfigError(f"train.d_cutout must be in [0, 1) (got {self.d_cutout})")
         _at_least("train.log_every", self.log_every, 1)
         _at_least("train.sample_captions", self.sample_captions, 1)
         if not 0.0 <= self.ema_decay < 1.0:

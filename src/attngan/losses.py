@@ -255,14 +255,23 @@ def discriminator_scale_loss(
     sentence: Tensor,
     mismatched: Mismatched | None = None,
     r1_gamma: float = 0.0,
+    mismatch: bool = True,
+    magp_weight: float = 0.0,
+    magp_power: float = 6.0,
 ) -> Tensor:
     """One discriminator's loss on real images, detached fakes and mismatched pairs (real image k
-    with sentence k+1; ``mismatched`` gives other pairs). ``r1_gamma`` > 0 adds the R1 penalty
-    (not in the release): ``r1_gamma / 2`` times :func:`r1_penalty` of the real logits."""
-    if r1_gamma > 0:
+    with sentence k+1; ``mismatched`` gives other pairs; ``mismatch=False`` leaves the term out,
+    as an unconditional GAN must). ``r1_gamma`` > 0 adds the R1 penalty (not in the release):
+    ``r1_gamma / 2`` times :func:`r1_penalty` of the real logits; ``magp_weight`` > 0 adds
+    :func:`matching_aware_penalty` (DF-GAN's MA-GP, not in the release either)."""
+    if r1_gamma > 0 or magp_weight > 0:
         real = real.detach().requires_grad_(True)
+    if magp_weight > 0:
+        sentence = sentence.detach().requires_grad_(True)
     real_h, fake_h = disc.features(real), disc.features(fake.detach())
-    if mismatched is None and real.size(0) > 1:
+    if not mismatch:
+        mismatched = None
+    elif mismatched is None and real.size(0) > 1:
         rows = torch.arange(real.size(0) - 1, device=real.device)
         mismatched = Mismatched(rows, sentence[1:])
     wrong = disc.conditional(real_h[mismatched.rows], mismatched.sentence) if mismatched else None
@@ -279,7 +288,44 @@ def discriminator_scale_loss(
     if r1_gamma > 0:
         logits = real_cond if uncond is None else real_cond + uncond
         loss = loss + 0.5 * r1_gamma * r1_penalty(logits, real)
+    if magp_weight > 0:
+        loss = loss + magp_weight * matching_aware_penalty(real_cond, real, sentence, magp_power)
     return loss
+
+
+def matching_aware_penalty(
+    real_cond: Tensor, real: Tensor, sentence: Tensor, power: float = 6.0
+) -> Tensor:
+    """MA-GP (Tao et al., DF-GAN, 2022): the batch mean of ``||(grad_x, grad_s)||^power`` of the
+    conditional logits of real images with their own sentences, with respect to both the images
+    and the sentences, kept in the graph. It smooths the discriminator around the matching
+    (image, text) pairs, so the generator's gradient leads towards them. ``real`` and ``sentence``
+    must require grad."""
+    gx, gs = torch.autograd.grad(real_cond.sum(), (real, sentence), create_graph=True)
+    norm = torch.cat([gx.float().flatten(1), gs.float().flatten(1)], dim=1).norm(dim=1)
+    return norm.pow(power).mean()
+
+
+def mode_seeking_loss(images_a: Tensor, images_b: Tensor, z_a: Tensor, z_b: Tensor) -> Tensor:
+    """MSGAN (Mao et al., 2019, Eq. 3): ``1 / (d_I / d_z + eps)`` with ``d_I`` the mean absolute
+    difference of two images of the same caption and ``d_z`` that of their noise vectors; the
+    generator minimises it, so different noise must give different images."""
+    ratio = (images_a - images_b).abs().mean() / (z_a - z_b).abs().mean()
+    return 1.0 / (ratio + 1e-5)
+
+
+def cutout(images: Tensor, fraction: float, generator: torch.Generator) -> Tensor:
+    """DiffAugment's cutout (Zhao et al., 2020): each image ``[B, C, s, s]`` with one square of
+    side ``round(fraction * s)`` set to 0 (mid-grey) at a random place (the square may run off
+    the edge). Differentiable in ``images``; no colour, flip or position change, so a caption
+    still describes what is left of the image."""
+    b, _, h, w = images.shape
+    side = max(1, round(fraction * h))
+    top = torch.randint(0, h, (b, 1, 1), generator=generator) - side // 2  # centre at 0..s-1
+    left = torch.randint(0, w, (b, 1, 1), generator=generator) - side // 2
+    ys, xs = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
+    inside = (ys >= top) & (ys < top + side) & (xs >= left) & (xs < left + side)  # [B, h, w]
+    return images * (~inside).to(images.dtype).to(images.device)[:, None]
 
 
 def r1_penalty(real_logits: Tensor, real: Tensor) -> Tensor:

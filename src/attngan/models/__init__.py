@@ -41,6 +41,9 @@ def build_generator(m: ModelConfig, initialize: bool = True) -> Generator:
         legacy_mask_order=m.legacy_mask_order,
         word_attention=m.word_attention,
         initialize=initialize,
+        conditional=m.conditional,
+        ca_sample=m.ca_sample,
+        initial_attention=m.initial_attention,
     )
 
 

@@ -55,15 +55,16 @@ def sample_noise(
 class ConditioningAugmentation(nn.Module):
     """Sentence ``[B, D]`` -> linear -> GLU -> (mu, log sigma^2); c = mu + sigma * eps."""
 
-    def __init__(self, embedding_dim: int, condition_dim: int) -> None:
+    def __init__(self, embedding_dim: int, condition_dim: int, sample: bool = True) -> None:
         super().__init__()
         self.fc = nn.Linear(embedding_dim, 4 * condition_dim)
+        self.sample = sample  # False: c = mu always, in training too (not in the release)
 
     def forward(
         self, sentence: Tensor, noise: Tensor | None = None, use_mean: bool = False
     ) -> Conditioning:
         mu, logvar = F.glu(self.fc(sentence), dim=1).chunk(2, dim=1)
-        if use_mean:
+        if use_mean or not self.sample:
             return Conditioning(mu, mu, logvar)
         if noise is None:
             noise = torch.randn_like(mu)
@@ -73,21 +74,42 @@ class ConditioningAugmentation(nn.Module):
 
 class InitialStage(nn.Module):
     """[c, z] -> linear -> BN -> GLU -> [B, gf*2^n, 4, 4] -> n up-blocks -> [B, gf, base, base],
-    with n = log2(base / 4): 16*gf channels at 4x4 for the release's 64 px."""
+    with n = log2(base / 4): 16*gf channels at 4x4 for the release's 64 px.
 
-    def __init__(self, in_dim: int, gf: int, base_size: int) -> None:
+    With ``embedding_dim`` set (``model.initial_attention``, not in the paper), the map at half the
+    base size also attends over the words (Eq. 2) and the last up-block sees [h, word context]:
+    the stage that lays out each object's outline reads the words themselves, not only the
+    sentence vector through the conditioning augmentation.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        gf: int,
+        base_size: int,
+        embedding_dim: int | None = None,
+        legacy_mask_order: bool = False,
+    ) -> None:
         super().__init__()
         steps = int(math.log2(base_size // 4))
         self.channels = gf * 2**steps
         self.linear = nn.Linear(in_dim, self.channels * 16 * 2, bias=False)
         self.bn = nn.BatchNorm1d(self.channels * 16 * 2)
-        self.up = nn.ModuleList(
-            UpBlock(self.channels >> i, self.channels >> (i + 1)) for i in range(steps)
-        )
+        widths = [self.channels >> i for i in range(steps + 1)]  # at 4, 8, ... base px
+        self.attention = None
+        if embedding_dim is not None:
+            self.attention = WordAttention(widths[-2], embedding_dim, legacy_mask_order)
+            widths[-2] *= 2  # the last up-block's input: [h, context]
+        self.up = nn.ModuleList(UpBlock(widths[i], self.channels >> (i + 1)) for i in range(steps))
 
-    def forward(self, code: Tensor) -> Tensor:
+    def forward(
+        self, code: Tensor, words: Tensor | None = None, mask: Tensor | None = None
+    ) -> Tensor:
         h = F.glu(self.bn(self.linear(code)), dim=1).view(-1, self.channels, 4, 4)
-        for block in self.up:
+        for i, block in enumerate(self.up):
+            if self.attention is not None and i == len(self.up) - 1:
+                context, _ = self.attention(h, words, mask)  # Eq. 2 at half the base size
+                h = torch.cat([h, context], dim=1)
             h = block(h)
         return h
 
@@ -146,6 +168,12 @@ class Generator(nn.Module):
             (the paper's ablation, see :class:`RefinementStage`).
         initialize: apply the release's initialisation (skip it for weights about to be loaded:
             orthogonal init of the large layers takes seconds).
+        conditional: False ignores the text (zero sentence and words): an unconditional GAN of
+            the same networks, to tell whether they learn the images at all.
+        ca_sample: False conditions on the conditioning augmentation's mean, in training and at
+            inference (the release samples ``mu + sigma * eps``).
+        initial_attention: word attention inside the initial stage too (see
+            :class:`InitialStage`); not in the paper.
     """
 
     def __init__(
@@ -160,6 +188,9 @@ class Generator(nn.Module):
         legacy_mask_order: bool = False,
         word_attention: bool = True,
         initialize: bool = True,
+        conditional: bool = True,
+        ca_sample: bool = True,
+        initial_attention: bool = False,
     ) -> None:
         super().__init__()
         if stages < 1:
@@ -168,12 +199,17 @@ class Generator(nn.Module):
             raise ValueError(f"base_size must be a power of two >= 16 (got {base_size})")
         self.z_dim, self.condition_dim, self.embedding_dim = z_dim, condition_dim, embedding_dim
         self.image_sizes = [base_size * 2**i for i in range(stages)]
-        self.ca = ConditioningAugmentation(embedding_dim, condition_dim)
+        self.conditional = conditional
+        self.ca = ConditioningAugmentation(embedding_dim, condition_dim, ca_sample)
         refine = (
             RefinementStage(gf, embedding_dim, residual_blocks, legacy_mask_order, word_attention)
             for _ in range(stages - 1)
         )
-        self.stages = nn.ModuleList([InitialStage(z_dim + condition_dim, gf, base_size), *refine])
+        initial = InitialStage(
+            z_dim + condition_dim, gf, base_size,
+            embedding_dim if initial_attention else None, legacy_mask_order,
+        )  # fmt: skip
+        self.stages = nn.ModuleList([initial, *refine])
         self.to_image = nn.ModuleList(conv3x3(gf, 3) for _ in range(stages))
         if initialize:
             self.apply(release_init)
@@ -195,8 +231,10 @@ class Generator(nn.Module):
         check_shape("sentence", sentence, batch, self.embedding_dim)
         check_shape("words", words, batch, self.embedding_dim, None)
         check_shape("mask", mask, batch, words.size(2))
+        if not self.conditional:
+            sentence, words = torch.zeros_like(sentence), torch.zeros_like(words)
         cond = self.ca(sentence, ca_noise, use_mean)
-        h = self.stages[0](torch.cat([cond.code, z], dim=1))
+        h = self.stages[0](torch.cat([cond.code, z], dim=1), words, mask)
         images, attention = [torch.tanh(self.to_image[0](h))], []
         for stage, to_image in zip(self.stages[1:], self.to_image[1:], strict=True):
             h, att = stage(h, words, mask, sentence)

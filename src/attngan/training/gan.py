@@ -30,9 +30,11 @@ from attngan.data.dataset import open_datasets
 from attngan.errors import ModelError, TrainingError
 from attngan.losses import (
     Mismatched,
+    cutout,
     discriminator_scale_loss,
     generator_scale_loss,
     kl_loss,
+    mode_seeking_loss,
     sentence_loss,
     sharded_word_loss,
     swapped_caption_loss,
@@ -63,16 +65,21 @@ class DiscriminatorStep(nn.Module):
     """One discriminator's loss as a module, so that ``DistributedDataParallel`` (which hooks a
     module's forward) can wrap it."""
 
-    def __init__(self, disc: nn.Module, r1_gamma: float = 0.0) -> None:
+    def __init__(
+        self, disc: nn.Module, r1_gamma: float = 0.0, mismatch: bool = True,
+        magp_weight: float = 0.0, magp_power: float = 6.0,
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.disc, self.r1_gamma = disc, r1_gamma
+        self.disc, self.r1_gamma, self.mismatch = disc, r1_gamma, mismatch
+        self.magp_weight, self.magp_power = magp_weight, magp_power
 
     def forward(
         self, real: Tensor, fake: Tensor, sentence: Tensor, mismatched: Mismatched | None
     ) -> Tensor:
         return discriminator_scale_loss(
-            self.disc, real, fake, sentence, mismatched, r1_gamma=self.r1_gamma
-        )
+            self.disc, real, fake, sentence, mismatched, self.r1_gamma, self.mismatch,
+            self.magp_weight, self.magp_power,
+        )  # fmt: skip
 
 
 def find_damsm(path: str | Path) -> Path:
@@ -138,6 +145,11 @@ class GANTrainer(Loop):
         self.config = config
         t = config.train
         self.batch_size, self.epochs, self.max_steps = t.batch_size, t.epochs, t.max_steps
+        if not config.model.conditional and (t.damsm_lambda > 0 or t.swap_weight > 0):
+            raise TrainingError(
+                "an unconditional GAN (model.conditional=false) has no caption to match: "
+                "--set train.damsm_lambda=0 (and train.swap_weight=0)"
+            )
         self.seed, self.checkpoint_every = t.seed, t.checkpoint_every
         self.keep, self.log_every, self.workers = (
             t.keep_checkpoints,
@@ -180,16 +192,21 @@ class GANTrainer(Loop):
         # the steps' entry points: DDP-wrapped under torchrun, compiled with train.compile
         self.g_step = distributed.wrap(self.generator, self.device)
         self.d_steps = [
-            distributed.wrap(DiscriminatorStep(d, t.r1_gamma), self.device)
+            distributed.wrap(
+                DiscriminatorStep(
+                    d, t.r1_gamma, config.model.conditional, t.magp_weight, t.magp_power
+                ),
+                self.device,
+            )
             for d in self.discriminators
         ]
         self.damsm_loss = damsm_loss
         if t.compile:
             self.g_step = torch.compile(self.g_step)
-            if t.r1_gamma == 0:  # torch.compile has no double backward (R1's gradient)
+            if t.r1_gamma == 0 and t.magp_weight == 0:  # no double backward under compile
                 self.d_steps = [torch.compile(d) for d in self.d_steps]
             else:
-                log.warning("train.compile: the discriminator steps run eagerly with R1")
+                log.warning("train.compile: the discriminator steps run eagerly with R1 / MA-GP")
             self.damsm_loss = torch.compile(damsm_loss, dynamic=True)  # captions vary in length
         torch.manual_seed(self.seed + self.world.rank)  # rank-offset streams from here on
         self._fixed = self._sample_inputs()
@@ -242,10 +259,15 @@ class GANTrainer(Loop):
         lengths = batch.length.to(self.device)
         tokens = batch.tokens.to(self.device, non_blocking=True)
         text = self._text(tokens, lengths)
+        if not self.config.model.conditional:  # the discriminators see no text either
+            text = text._replace(sentence=torch.zeros_like(text.sentence))
         z, ca = self.noise(b)
         amp = torch.autocast(self.device.type, torch.bfloat16, enabled=t.precision == "bf16")
         with amp:
-            out = self.g_step(z, text.sentence, text.words, text.mask, ca_noise=ca)
+            if t.mode_seeking > 0:
+                out, seeking = self._mode_seeking(z, ca, text, b)
+            else:
+                out = self.g_step(z, text.sentence, text.words, text.mask, ca_noise=ca)
         # the global batch's text (the frozen encoder's, so no gradient), words padded to the
         # longest possible caption so every rank's block has the same shape
         words = text.words
@@ -259,11 +281,12 @@ class GANTrainer(Loop):
         losses: dict[str, float] = {}
         # discriminators: real, fake (detached inside the loss), mismatched
         d_total = 0.0
+        augment = self._augment()
         for i, (step, opt) in enumerate(zip(self.d_steps, self.opt_d, strict=True)):
             disc = self.discriminators[i]
             disc.requires_grad_(True)
             with amp:
-                loss = step(real[i], out.images[i], text.sentence, mismatched)
+                loss = step(augment(real[i]), augment(out.images[i]), text.sentence, mismatched)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)  # freed now: not held through the generator's step
@@ -273,7 +296,7 @@ class GANTrainer(Loop):
         # generator: adversarial at every scale + λ·DAMSM of the last stage + KL
         with amp:
             adv = sum(
-                generator_scale_loss(disc, fake, text.sentence)
+                generator_scale_loss(disc, augment(fake), text.sentence)
                 for disc, fake in zip(self.discriminators, out.images, strict=True)
             )
             features = self.image_encoder(out.images[-1])
@@ -302,12 +325,42 @@ class GANTrainer(Loop):
             )  # fmt: skip
             g_loss = g_loss + t.swap_weight * hard
             losses["swap"] = hard.item()
+        if t.mode_seeking > 0:
+            g_loss = g_loss + t.mode_seeking * seeking
+            losses["mode_seeking"] = seeking.item()
         g_loss.backward()
         self.opt_g.step()
         self.opt_g.zero_grad(set_to_none=True)
         ema_update(self.ema, self.generator, ema_decay(t.ema_decay, self.step, t.ema_warmup))
         losses.update(g=g_loss.item(), g_adv=adv.item(), damsm=damsm.item(), kl=kl.item())
         return losses
+
+    def _step_generator(self, stream: int) -> torch.Generator:
+        """A CPU generator seeded by (seed, step, rank, stream): the same draws after a resume."""
+        key = ((self.seed * 1_000_003 + self.step) * 8191 + self.world.rank) * 131 + stream
+        return torch.Generator().manual_seed(key % (2**63))
+
+    def _augment(self):
+        """The discriminators' input augmentation of this step (identity when off)."""
+        fraction = self.config.train.d_cutout
+        if fraction <= 0:
+            return lambda images: images
+        gen = self._step_generator(1)
+        return lambda images: cutout(images, fraction, gen)
+
+    def _mode_seeking(self, z: Tensor, ca: Tensor, text, b: int):
+        """One generator pass over the batch plus its first half's captions a second time with
+        other z (the same conditioning noise): the batch's output, and the mode-seeking term."""
+        k = max(1, b // 2)
+        z2 = torch.randn(k, z.size(1), generator=self._step_generator(2)).to(z.device)
+        twice = lambda x: torch.cat([x, x[:k]])  # noqa: E731
+        both = self.g_step(torch.cat([z, z2]), twice(text.sentence), twice(text.words),
+                           twice(text.mask), ca_noise=twice(ca))  # fmt: skip
+        images = [im[:b] for im in both.images]
+        out = both._replace(images=images, attention=[a[:b] for a in both.attention],
+                            mu=both.mu[:b], logvar=both.logvar[:b])  # fmt: skip
+        last = both.images[-1].float()
+        return out, mode_seeking_loss(last[:k], last[b:], z[:k], z2)
 
     # --- samples
 
