@@ -17,16 +17,16 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
-from attngan.errors import TrainingError
+from attngan.errors import AttnGANError, TrainingError
 from attngan.training import distributed
 
 log = logging.getLogger(__name__)
@@ -85,19 +85,85 @@ def rank_batches(
     return [batch[rank * size : (rank + 1) * size] for batch in plan]
 
 
+class _Failed(NamedTuple):
+    """A user error (a corrupt image, say) raised in a DataLoader worker, sent back as data: the
+    main process raises it as itself, one line, instead of the loader's wrapped traceback."""
+
+    error: AttnGANError
+
+
+class _Guarded(Dataset):
+    """``dataset`` as seen from a worker process: an :class:`AttnGANError` becomes a
+    :class:`_Failed` item."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return self.dataset[key]
+        except AttnGANError as exc:
+            return _Failed(exc)
+
+
+def _collate(items: list[Any]) -> Any:
+    """``default_collate``, or the first :class:`_Failed` of the batch."""
+    for item in items:
+        if isinstance(item, _Failed):
+            return item
+    return default_collate(items)
+
+
+class BatchLoader:
+    """A :class:`DataLoader` over a fixed batch plan whose iteration always stops its workers.
+
+    Workers ignore SIGINT and SIGTERM (see :func:`_ignore_interrupts`), so a worker left running
+    would block Python's exit for ever: ``multiprocessing`` terminates daemon processes with
+    SIGTERM, then joins them. A loader iterator caught in a reference cycle (the traceback of an
+    error re-raised from a worker holds the iterator's frames) is only freed by the garbage
+    collector, after that join. So the workers are shut down as soon as iteration ends, however
+    it ends, and a user error in a worker (a corrupt image) is raised here as itself.
+    """
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = iter(self.loader)
+        try:
+            for batch in batches:
+                if isinstance(batch, _Failed):
+                    raise batch.error
+                yield batch
+        finally:
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if shutdown is not None:  # a multi-process iterator
+                shutdown()
+
+
 def batch_loader(
     dataset: Dataset, batches: list[list[tuple[int, int]]], workers: int, pin: bool = False
-) -> DataLoader:
+) -> BatchLoader:
     """A loader over a fixed batch plan. Its own generator keeps it from consuming the global RNG,
-    which the model's noise draws use."""
-    return DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=workers,
-        pin_memory=pin,
-        generator=torch.Generator().manual_seed(0),
-        worker_init_fn=_ignore_interrupts if workers else None,
-        persistent_workers=False,
+    which the model's noise draws use. Iterate it with :func:`contextlib.closing` (or to the end)
+    so that its workers stop when the loop is left early."""
+    return BatchLoader(
+        DataLoader(
+            _Guarded(dataset) if workers else dataset,
+            batch_sampler=batches,
+            num_workers=workers,
+            collate_fn=_collate if workers else None,
+            pin_memory=pin,
+            generator=torch.Generator().manual_seed(0),
+            worker_init_fn=_ignore_interrupts if workers else None,
+            persistent_workers=False,
+        )
     )
 
 
@@ -484,6 +550,28 @@ class Loop:
         self.last_checkpoint = found[-1]
         log.info("resuming from %s (step %d)", found[-1], self.step)
 
+    def _step(self, batch: Any, epoch: int, total: int, progress: Progress) -> bool:
+        """Train on one batch, then log, sample and checkpoint; True when the run must stop."""
+        losses = self.train_step(batch)
+        self.step += 1
+        check_finite(losses, self.step, self.last_checkpoint)
+        logged = self.step % self.log_every == 0 or self.step == total
+        if logged:
+            losses = distributed.mean_over_ranks(losses, self.device)
+        if self.world.main:
+            progress.update(self.step, losses, epoch)
+            if logged:
+                self.stats.scalars(self.step, losses, epoch=epoch)
+        if self.on_step is not None:
+            self.on_step(self, self.step, losses)
+        self.periodic(self.step)
+        if self.step % self.checkpoint_every == 0 and self.step < total:
+            self.save_checkpoint()
+        if distributed.any_rank(bool(self.stop), self.device):
+            self.stop.signal = self.stop.signal or signal.SIGTERM
+            return True
+        return False
+
     def run(self) -> RunResult:
         if self.steps_per_epoch < 1:
             raise TrainingError(
@@ -507,25 +595,11 @@ class Loop:
                     plan = plan[offset : offset + total - self.step]
                     plan = rank_batches(plan, self.world.rank, self.world.size)
                     pin = self.device.type == "cuda"
-                    for batch in batch_loader(self.dataset, plan, self.workers, pin):
-                        losses = self.train_step(batch)
-                        self.step += 1
-                        check_finite(losses, self.step, self.last_checkpoint)
-                        logged = self.step % self.log_every == 0 or self.step == total
-                        if logged:
-                            losses = distributed.mean_over_ranks(losses, self.device)
-                        if main:
-                            progress.update(self.step, losses, epoch)
-                            if logged:
-                                self.stats.scalars(self.step, losses, epoch=epoch)
-                        if self.on_step is not None:
-                            self.on_step(self, self.step, losses)
-                        self.periodic(self.step)
-                        if self.step % self.checkpoint_every == 0 and self.step < total:
-                            self.save_checkpoint()
-                        if distributed.any_rank(bool(self.stop), self.device):
-                            self.stop.signal = self.stop.signal or signal.SIGTERM
-                            break
+                    loader = batch_loader(self.dataset, plan, self.workers, pin)
+                    with closing(iter(loader)) as batches:  # stops the workers, always
+                        for batch in batches:
+                            if self._step(batch, epoch, total, progress):
+                                break
                     if self.step % self.steps_per_epoch == 0:
                         self.on_epoch_end(epoch)
             if self.stop:
