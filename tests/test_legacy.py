@@ -123,8 +123,9 @@ def test_import_round_trip_gives_the_same_outputs(release, tmp_path, capsys):
     assert main(_import_args(files, tmp_path / "model")) == 0
     model = load_model(tmp_path / "model", kind="attngan")
     # sizes are inferred from the weights; df (no discriminator given) from the preset
-    assert dataclasses.replace(model.config.model, df=2) == cfg.model
+    assert dataclasses.replace(model.config.model, df=2, inception_align_corners=False) == cfg.model
     assert model.config.model.legacy_mask_order  # the release's masking, for parity
+    assert model.config.model.inception_align_corners  # PyTorch 0.3's bilinear resize
     assert model.vocab.words == WORDS
     assert model.info["imported_from"]["generator"] == "netG_epoch_600.pth"
     tokens = torch.tensor([[1, 2, 3, 0, 0], [4, 5, 6, 7, 8], [8, 0, 0, 0, 0]])
@@ -140,6 +141,26 @@ def test_fix_mask_option(release, tmp_path):
     _, _, _, files = release
     assert main([*_import_args(files, tmp_path / "model"), "--fix-mask"]) == 0
     assert not load_model(tmp_path / "model").config.model.legacy_mask_order
+
+
+def test_the_release_settings_are_logged_and_an_explicit_set_wins(release, tmp_path, capsys):
+    _, _, _, files = release
+    assert main(_import_args(files, tmp_path / "release")) == 0
+    err = capsys.readouterr().err
+    assert "model.legacy_mask_order=true, model.inception_align_corners=true (the release's" in err
+    argv = [*_import_args(files, tmp_path / "mine"), "--set", "model.legacy_mask_order=false"]
+    assert main([*argv, "model.inception_align_corners=false"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "model.legacy_mask_order=false (yours), model.inception_align_corners=false (yours)" in err
+    )
+    settings = load_model(tmp_path / "mine").config.model
+    assert not settings.legacy_mask_order and not settings.inception_align_corners
+    argv = [*_import_args(files, tmp_path / "true"), "--set", "model.legacy_mask_order=true"]
+    assert main([*argv, "--fix-mask"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("attngan: error: --fix-mask") and err.count("\n") == 1, err
+    assert not (tmp_path / "true").exists()
 
 
 def test_dataparallel_prefix_is_accepted(release, tmp_path):
@@ -227,7 +248,9 @@ def test_birds_sized_release_model_with_the_real_vocabulary_imports_and_generate
     """The birds config at full size (3 stages to 256 px, 5,450 words from the real
     captions.pickle, the Inception image encoder) through release-layout files."""
     torch.manual_seed(0)
-    cfg = load_config("birds", ["model.legacy_mask_order=true"])
+    cfg = load_config(
+        "birds", ["model.legacy_mask_order=true", "model.inception_align_corners=true"]
+    )
     vocab = read_release_captions(CUB / "captions.pickle").vocab
     g, t = build_generator(cfg.model), build_text_encoder(cfg.model, len(vocab))
     image_encoder = build_image_encoder(cfg.model)
@@ -300,6 +323,7 @@ def test_release_damsm_encoders_import_alone_as_a_damsm_model(release, tmp_path,
     model = load_model(tmp_path / "damsm", kind="damsm")
     assert model.config.model.embedding_dim == 16 and model.config.model.word_dim == 8
     assert set(model.modules) == {"text_encoder", "image_encoder"}
+    assert model["image_encoder"].align_corners  # resizes to 299 px as PyTorch 0.3 did
     assert "generator" not in model.info["imported_from"]
     for mine, loaded in ((t, model["text_encoder"]), (image_encoder, model["image_encoder"])):
         a, b = mine.state_dict(), loaded.state_dict()

@@ -214,7 +214,7 @@ def cmd_import_release(args: argparse.Namespace) -> int:
         discriminators=args.discriminators,
         config=args.config,
         overrides=_overrides(args),
-        legacy_mask_order=not args.fix_mask,
+        legacy_mask_order=False if args.fix_mask else None,
     )
     log.info("wrote the imported model to %s", out)
     return 0
@@ -519,7 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--fix-mask",
         action="store_true",
         help="mask each caption's own padding in attention instead of reproducing the release's "
-        "mask order (taoxugit/AttnGAN#93); outputs then differ from the release's",
+        "mask order (taoxugit/AttnGAN#93); outputs then differ from the release's (the same as "
+        "--set model.legacy_mask_order=false)",
     )
     p.set_defaults(func=cmd_import_release)
 

@@ -9,6 +9,7 @@ release's word order lives only in its ``captions.pickle``, read without unpickl
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +18,17 @@ import torch
 from torch import Tensor, nn
 
 from attngan.checkpoints import build_component, load_state_dict_file, save_model
-from attngan.config import Config, load_config
-from attngan.errors import ModelError
+from attngan.config import Config, load_config, parse_override
+from attngan.errors import ConfigError, ModelError
 from attngan.models import Discriminator
 from attngan.text import read_release_captions
+
+log = logging.getLogger(__name__)
+
+# What the release's weights were trained with, for parity with its outputs; an explicit --set of
+# the key wins. Its mask tiling order (taoxugit/AttnGAN#93), and the Inception encoder's 299 px
+# resize as PyTorch 0.3's bilinear upsampling did it (align_corners=True; 0.4 changed the default).
+RELEASE_SETTINGS = {"model.legacy_mask_order": True, "model.inception_align_corners": True}
 
 _Rule = tuple[str, str | Callable[[re.Match], str]]
 
@@ -226,15 +234,17 @@ def import_release(
     discriminators: list[str | Path] | None = None,
     config: str | None = None,
     overrides: list[str] | None = None,
-    legacy_mask_order: bool = True,
+    legacy_mask_order: bool | None = None,
 ) -> Path:
     """Convert the release's files into a model folder at ``out``: kind ``attngan`` with a
     generator, or kind ``damsm`` from the DAMSM encoders alone (``generator=None``; then the
     image encoder is needed), for ``attngan train --damsm``.
 
     ``config`` names the preset the remaining settings come from (``birds``, or ``coco`` when the
-    generator is COCO-sized, gf 48); ``legacy_mask_order`` keeps the release's attention masking
-    (its weights were trained with it).
+    generator is COCO-sized, gf 48), ``overrides`` change them. The release's own settings
+    (:data:`RELEASE_SETTINGS`: its attention mask order, the Inception resize's
+    ``align_corners=True``) apply unless ``overrides`` set them; ``legacy_mask_order`` (not
+    ``None``) sets the mask order, and may not contradict ``overrides``.
     """
     if generator is None and not image_encoder:
         raise ModelError("without a generator, import the DAMSM encoders: give the image encoder")
@@ -247,12 +257,12 @@ def import_release(
     if config is None:
         coco = g_state is not None and g_state["img_net1.img.0.weight"].shape[1] == 48
         config = "coco" if coco else "birds"
-    base = load_config(config, overrides or [])
+    settings, chosen = _release_settings(overrides or [], legacy_mask_order)
+    base = load_config(config, [*settings, *(overrides or [])])
     if g_state is not None:
         cfg = infer_model_config(base, g_state, t_state, str(generator))
     else:
         cfg = _encoder_config(base, t_state, str(text_encoder))
-    cfg.model.legacy_mask_order = legacy_mask_order
     if d_states and "img_code_s16.0.weight" in d_states[0]:
         cfg.model.df = d_states[0]["img_code_s16.0.weight"].shape[0]
     vocab = read_release_captions(captions).vocab
@@ -297,7 +307,37 @@ def import_release(
         k: Path(v).name for k, v in sources.items() if v
     }}  # fmt: skip
     kind = "attngan" if g_state is not None else "damsm"
-    return save_model(out, kind, cfg, vocab, modules, info)
+    out = save_model(out, kind, cfg, vocab, modules, info)
+    log.info(
+        "imported with %s (the release's: its attention mask order, taoxugit/AttnGAN#93, and "
+        "PyTorch 0.3's bilinear resize to 299 px, which aligned corners; --set changes them)",
+        chosen,
+    )
+    return out
+
+
+def _release_settings(
+    overrides: list[str], legacy_mask_order: bool | None
+) -> tuple[list[str], str]:
+    """Overrides for the :data:`RELEASE_SETTINGS` that ``overrides`` leave alone (and for
+    ``legacy_mask_order`` when given), and the settings the model gets, as text for the log."""
+    explicit = dict(parse_override(o) for o in overrides)
+    given = dict(explicit)
+    mask = "model.legacy_mask_order"
+    if legacy_mask_order is not None:
+        if given.get(mask, legacy_mask_order) != legacy_mask_order:
+            raise ConfigError(
+                f"--fix-mask (legacy_mask_order={legacy_mask_order}) contradicts "
+                f"--set {mask}={given[mask]}: give one of them"
+            )
+        given.setdefault(mask, legacy_mask_order)
+    chosen = {key: given.get(key, value) for key, value in RELEASE_SETTINGS.items()}
+    said = ", ".join(f"{k}={_text(v)}{' (yours)' if k in given else ''}" for k, v in chosen.items())
+    return [f"{k}={_text(v)}" for k, v in chosen.items() if k not in explicit], said
+
+
+def _text(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _encoder_config(base: Config, text_encoder: dict[str, Tensor], source: str) -> Config:
