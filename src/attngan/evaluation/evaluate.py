@@ -13,6 +13,13 @@ as a saved PNG would be) is measured as it comes; none are kept.
   data (64 (colour, shape) classes), else an ImageNet Inception-v3 given with ``is_weights``.
 - ``r_precision``: the model's own DAMSM encoders rank each image's caption among ``candidates``.
 - ``semantic`` (``shapes`` only): the attribute classifier checks every object the caption names.
+- ``shape_realism`` (``shapes`` only): the attribute classifier's confidence in its top shape at
+  each generated object's cell, beside the same on the real test images.
+- ``variety``: M images of each of K captions (different seeds); their mean pairwise Inception
+  feature distance over the mean distance between images of different captions, beside the same
+  for groups of real test images that share their attributes (or their class).
+- ``stage_agreement`` (models of more than one stage): each sample's last-stage image downsampled
+  to each earlier stage's size against that stage's own image, beside the real image pyramid.
 """
 
 from __future__ import annotations
@@ -29,9 +36,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from attngan.errors import ConfigError, DataError, ModelError
+from attngan.evaluation import METRICS
 from attngan.fileio import atomic_path
 from attngan.metrics import (
     feature_stats,
@@ -43,9 +53,9 @@ from attngan.metrics import (
 
 log = logging.getLogger(__name__)
 
-METRICS = ("fid", "kid", "is", "r_precision", "semantic")
 ATTRIBUTES = ("colour", "shape", "size", "position")
 STATS_VERSION = 1  # bump when the real-image preparation changes
+VARIETY_STREAM = 0x76617269  # "vari": the variety's draws, apart from the items' (seed, i) draws
 
 
 def default_cache_dir() -> Path:
@@ -246,6 +256,143 @@ class SemanticTally:
 
 
 # ------------------------------------------------------------------------------------------------
+# Shape realism, variety, stage agreement
+# ------------------------------------------------------------------------------------------------
+
+
+def shape_confidences(shape_logits: Tensor, cells: Sequence[Sequence[int]]) -> Tensor:
+    """The softmax confidence of the top shape (right or wrong) at each listed cell: image ``b``'s
+    cells ``cells[b]``, read from the classifier's ``[B, 9, shapes]`` shape logits; flat, in
+    order."""
+    rows = [b for b, image_cells in enumerate(cells) for _ in image_cells]
+    flat = [c for image_cells in cells for c in image_cells]
+    return shape_logits[rows, flat].float().softmax(-1).amax(-1)
+
+
+def stage_differences(stages: Sequence[Tensor]) -> dict[int, Tensor]:
+    """Per image, for each stage but the last (keyed by its side): the mean absolute difference,
+    in [0, 1] pixel units, between that stage's image and the last stage's image downsampled to
+    its size (bilinear, antialiased). Images ``[B, 3, s, s]`` in [-1, 1], smallest first."""
+    last = stages[-1].float()
+    out = {}
+    for image in stages[:-1]:
+        down = F.interpolate(
+            last, size=tuple(image.shape[-2:]), mode="bilinear", antialias=True, align_corners=False
+        )
+        out[int(image.shape[-1])] = (down - image.float()).abs().mean(dim=(1, 2, 3)) / 2
+    return out
+
+
+class MeanTally:
+    """Running means of named values (one key per quantity)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[Any, float] = {}
+        self.counts: dict[Any, int] = {}
+
+    def add(self, key: Any, values: Tensor) -> None:
+        self.sums[key] = self.sums.get(key, 0.0) + float(values.double().sum())
+        self.counts[key] = self.counts.get(key, 0) + values.numel()
+
+    def mean(self, key: Any) -> float | None:
+        return self.sums[key] / self.counts[key] if self.counts.get(key) else None
+
+
+def real_references(
+    records: Sequence[Any],
+    sizes: Sequence[int],
+    classifier: Any | None,
+    stages: bool,
+    batch_size: int,
+    progress: bool,
+) -> MeanTally:
+    """The real images' side of ``shape_realism`` (key ``"shape"``, with a ``classifier``: the top
+    shape's confidence at each object's own cell, on the last stage's image quantised to 8 bits)
+    and of ``stage_agreement`` (with ``stages``: keys the earlier stages' sides, as
+    :func:`stage_differences` on the test transform's image pyramid)."""
+    from attngan.data.dataset import load_image
+    from attngan.data.transforms import PyramidTransform
+    from attngan.evaluation.inception import to_uint8
+    from attngan.evaluation.shapes_classifier import _object_cells, _predict
+
+    transform = PyramidTransform(list(sizes), train=False)
+    tally = MeanTally()
+    bar = tqdm(total=len(records), desc="real references", unit="img", disable=not progress)
+    for batch in _batches(len(records), batch_size):
+        pyramids = [transform(load_image(records[i].image), records[i].bbox) for i in batch]
+        pyramid = [torch.stack(stage) for stage in zip(*pyramids, strict=True)]
+        if classifier is not None:
+            preds = _predict(classifier, to_uint8(pyramid[-1]) / 127.5 - 1)
+            cells = [_object_cells(records[i].attributes["objects"]) for i in batch]
+            tally.add("shape", shape_confidences(preds.shape, cells))
+        if stages:
+            for size, diff in stage_differences(pyramid).items():
+                tally.add(size, diff)
+        bar.update(len(batch))
+    bar.close()
+    return tally
+
+
+def variety_ratio(features: Any, groups: Sequence[Any]) -> float | None:
+    """Mean Euclidean distance between the feature rows of one group, over the mean distance
+    between rows of different groups (None when either kind of pair is missing or every row is
+    the same)."""
+    x = torch.as_tensor(np.asarray(features), dtype=torch.float64)
+    labels = {g: n for n, g in enumerate(dict.fromkeys(groups))}
+    g = torch.tensor([labels[k] for k in groups])
+    dist = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+    upper = torch.ones_like(dist, dtype=torch.bool).triu(1)
+    same = g[:, None] == g[None, :]
+    within, across = dist[same & upper], dist[~same & upper]
+    if not len(within) or not len(across) or float(across.mean()) == 0:
+        return None
+    return float(within.mean() / across.mean())
+
+
+def variety_items(records: Sequence[Any], captions: int, seed: int) -> list[EvalItem]:
+    """``captions`` test records drawn without replacement with ``seed``, each with the caption
+    :func:`plan_items` gives its record (so image 0 of each is the image the other measures see
+    when the evaluation reaches that record)."""
+    rng = np.random.default_rng([seed, VARIETY_STREAM])
+    chosen = sorted(rng.choice(len(records), size=min(captions, len(records)), replace=False))
+    items = plan_items(records, int(chosen[-1]) + 1, seed)
+    return [items[int(r)] for r in chosen]
+
+
+def real_variety_groups(
+    records: Sequence[Any], groups: int, images: int, seed: int
+) -> tuple[list[list[int]], str | None]:
+    """Up to ``groups`` groups of up to ``images`` real test records that share what a caption
+    fixes: on shapes data the set of their objects' (colour, shape) pairs, elsewhere their class
+    id; only groups of >= 2 records, drawn with ``seed``. Returns the groups (record indices) and,
+    when there are fewer than two such groups, why not."""
+    if _is_shapes(records):
+        keys: list[Any] = [
+            tuple(sorted({(o["colour"], o["shape"]) for o in r.attributes["objects"]}))
+            for r in records
+        ]
+        what = "the same (colour, shape) objects"
+    else:
+        keys = [r.class_id for r in records]
+        what = "a class id"
+    members: dict[Any, list[int]] = {}
+    for n, key in enumerate(keys):
+        members.setdefault(key, []).append(n)
+    candidates = [m for m in members.values() if len(m) >= 2]
+    if len(candidates) < 2:
+        return [], f"fewer than two groups of test images share {what}"
+    rng = np.random.default_rng([seed, VARIETY_STREAM, 1])
+    order = rng.permutation(len(candidates))[:groups]
+    return [
+        sorted(
+            int(n)
+            for n in rng.choice(candidates[k], size=min(images, len(candidates[k])), replace=False)
+        )
+        for k in order
+    ], None
+
+
+# ------------------------------------------------------------------------------------------------
 # The evaluation
 # ------------------------------------------------------------------------------------------------
 
@@ -278,6 +425,8 @@ def evaluate(
     candidates: int = 100,
     folds: int = 10,
     is_splits: int = 10,
+    variety_captions: int = 50,
+    variety_images: int = 4,
     progress: bool = True,
 ) -> dict:
     """Measure ``model`` on the test split of ``data`` (default: the model's ``data.root``), read
@@ -285,7 +434,8 @@ def evaluate(
 
     ``metrics`` (default: every one that applies) is a subset of :data:`METRICS`; one that was
     asked for and cannot run (e.g. ``semantic`` off ``shapes``) is an error, one that was not asked
-    for is skipped with the reason in ``result["skipped"]``. Returns a JSON-ready dict.
+    for is skipped with the reason in ``result["skipped"]``. ``variety`` draws ``variety_images``
+    images of each of ``variety_captions`` test captions. Returns a JSON-ready dict.
     """
     from attngan.checkpoints import load_model
     from attngan.data.records import read_records
@@ -299,6 +449,11 @@ def evaluate(
     wanted = asked or list(METRICS)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1 (got {batch_size})")
+    if "variety" in wanted and (variety_captions < 2 or variety_images < 2):
+        raise ConfigError(
+            f"variety needs >= 2 captions and >= 2 images of each "
+            f"(got {variety_captions} and {variety_images})"
+        )
     device = torch.device(device)
     cache = default_cache_dir() if cache_dir == "default" else cache_dir
 
@@ -314,7 +469,8 @@ def evaluate(
     if num < 2:
         raise ConfigError(f"num_images must be >= 2 (got {num})")
     items = plan_items(records, num, seed)
-    image_size = config.model.image_sizes[-1]
+    sizes = config.model.image_sizes
+    image_size = sizes[-1]
     shapes = _is_shapes(records)
     skipped: dict[str, str] = {}
 
@@ -325,26 +481,36 @@ def evaluate(
 
     # --- the judges ------------------------------------------------------------------------
     features = None
-    if "fid" in wanted or "kid" in wanted:
+    if {"fid", "kid", "variety"} & set(wanted):
         from attngan.evaluation.inception import InceptionFeatures
 
         try:
             features = InceptionFeatures(inception, device)
         except ModelError as exc:
-            for m in ("fid", "kid"):
+            for m in ("fid", "kid", "variety"):
                 if m in wanted:
                     skip(m, str(exc))
+    if "variety" in wanted and "variety" not in skipped and len(records) < 2:
+        skip("variety", "needs >= 2 test captions")
     judge_net = None
-    if shapes and ("semantic" in wanted or ("is" in wanted and is_weights is None)):
+    needs_classifier = {"semantic", "shape_realism"} & set(wanted) or (
+        "is" in wanted and is_weights is None
+    )
+    if shapes and needs_classifier:
         from attngan.evaluation.shapes_classifier import (
+            _predict,
             class_probabilities,
             judge,
             load_shapes_classifier,
         )
 
         judge_net = load_shapes_classifier(classifier, device=device)
-    elif "semantic" in wanted:
-        skip("semantic", "semantic accuracy needs shapes data (objects in its metadata)")
+    elif not shapes:
+        for m, name in (("semantic", "semantic accuracy"), ("shape_realism", "shape realism")):
+            if m in wanted:
+                skip(m, f"{name} needs shapes data (objects in its metadata)")
+    if "stage_agreement" in wanted and len(sizes) < 2:
+        skip("stage_agreement", f"the model has one stage ({image_size} px): nothing to compare")
     imagenet = None
     if "is" in wanted and is_weights is not None:
         from attngan.evaluation.inception import ImageNetClassifier
@@ -365,10 +531,21 @@ def evaluate(
 
     # --- real images -----------------------------------------------------------------------
     real = None
-    if features is not None:
-        cache_path = None if cache is None else Path(cache)
+    cache_path = None if cache is None else Path(cache)
+    fid_active = "fid" in active or "kid" in active
+    if fid_active:
         real = cached_real_features(
             records[:num], image_size, features, batch_size, cache_path, progress
+        )
+    references = None
+    if "shape_realism" in active or "stage_agreement" in active:
+        references = real_references(
+            records[:num],
+            sizes,
+            judge_net if "shape_realism" in active else None,
+            "stage_agreement" in active,
+            batch_size,
+            progress,
         )
 
     # --- generated images ------------------------------------------------------------------
@@ -376,22 +553,34 @@ def evaluate(
     ids = [e.ids for e in encoded]
     fake_feats, probs, image_codes = [], [], []
     tally = SemanticTally()
+    generated = MeanTally()  # shape realism ("shape") and stage agreement (earlier stage sides)
     bar = tqdm(total=num, desc="generating", unit="img", disable=not progress)
     generator = pipe.inference_generator()
     with torch.inference_mode():
         for batch in _length_batches(ids, batch_size):
             seeds = [items[n].seed for n in batch]
-            images = pipe._generate(generator, [ids[n] for n in batch], seeds, False)[0][-1]
-            if features is not None:
+            stages = pipe._generate(generator, [ids[n] for n in batch], seeds, False)[0]
+            images = stages[-1]
+            if fid_active:
                 fake_feats.append(features(images).numpy())
             if judge_net is not None:
                 x = images.to(device)
-                if "semantic" in active:
-                    verdicts = judge(judge_net, x, [items[n].objects for n in batch])
-                    for n, v in zip(batch, verdicts, strict=True):
-                        tally.add(items[n], v)
+                preds = _predict(judge_net, x)  # one pass of the classifier for all its measures
+                if "semantic" in active or "shape_realism" in active:
+                    objects = [items[n].objects for n in batch]
+                    verdicts = judge(judge_net, x, objects, predictions=preds)
+                    if "semantic" in active:
+                        for n, v in zip(batch, verdicts, strict=True):
+                            tally.add(items[n], v)
+                    if "shape_realism" in active:
+                        cells = [[obj["cell"] for obj in v] for v in verdicts]
+                        generated.add("shape", shape_confidences(preds.shape, cells))
                 if "is" in active and imagenet is None:
-                    probs.append((list(batch), class_probabilities(judge_net, x).cpu()))
+                    p = class_probabilities(judge_net, x, predictions=preds)
+                    probs.append((list(batch), p.cpu()))
+            if "stage_agreement" in active:
+                for size, diff in stage_differences(stages).items():
+                    generated.add(size, diff)
             if imagenet is not None:
                 probs.append((list(batch), imagenet(images).cpu()))
             if encoders is not None:
@@ -399,9 +588,24 @@ def evaluate(
                 image_codes.append((list(batch), codes))
             bar.update(len(batch))
     bar.close()
+    variety = None
+    if "variety" in active:
+        variety = _variety(
+            pipe,
+            generator,
+            records,
+            features,
+            variety_captions,
+            variety_images,
+            seed,
+            batch_size,
+            image_size,
+            cache_path,
+            progress,
+        )
 
     results: dict[str, Any] = {}
-    if features is not None:
+    if fid_active:
         fake = np.concatenate(fake_feats)
         if "fid" in active:
             results["fid"] = frechet_distance(feature_stats(fake), feature_stats(real))
@@ -435,6 +639,23 @@ def evaluate(
         }
     if "semantic" in active:
         results["semantic"] = tally.result()
+    if "shape_realism" in active:
+        results["shape_realism"] = {
+            "generated": generated.mean("shape"),
+            "real": references.mean("shape"),
+            "objects": generated.counts.get("shape", 0),
+        }
+    if variety is not None:
+        results["variety"] = variety
+    if "stage_agreement" in active:
+        results["stage_agreement"] = {}
+        for size in sizes[:-1]:
+            fake_diff, real_diff = generated.mean(size), references.mean(size)
+            results["stage_agreement"][str(size)] = {
+                "generated": fake_diff,
+                "real": real_diff,
+                "ratio": fake_diff / real_diff if real_diff else None,
+            }
 
     return {
         "model": str(model),
@@ -448,6 +669,58 @@ def evaluate(
         "inception": None if features is None else str(features.path),
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _variety(
+    pipe: Any,
+    generator: torch.nn.Module,
+    records: Sequence[Any],
+    features: Any,
+    captions: int,
+    images: int,
+    seed: int,
+    batch_size: int,
+    image_size: int,
+    cache_dir: Path | None,
+    progress: bool,
+) -> dict:
+    """The ``variety`` measure: ``images`` images (seeds ``image_seed(seed, record, j)``) of each
+    of :func:`variety_items`' captions, and the real groups of :func:`real_variety_groups`."""
+    from attngan.pipeline import _length_batches, image_seed
+
+    chosen = variety_items(records, captions, seed)
+    ids = [pipe.encode(item.caption, k)[0].ids for k, item in enumerate(chosen)]
+    rows = [(k, j) for k in range(len(chosen)) for j in range(images)]
+    row_ids = [ids[k] for k, _ in rows]
+    parts = []
+    bar = tqdm(total=len(rows), desc="variety", unit="img", disable=not progress)
+    with torch.inference_mode():
+        for batch in _length_batches(row_ids, batch_size):
+            seeds = [image_seed(seed, chosen[rows[n][0]].record_index, rows[n][1]) for n in batch]
+            last = pipe._generate(generator, [row_ids[n] for n in batch], seeds, False)[0][-1]
+            parts.append((batch, features(last).numpy()))
+            bar.update(len(batch))
+    bar.close()
+    feats = np.empty((len(rows), parts[0][1].shape[1]))
+    for batch, chunk in parts:
+        feats[batch] = chunk
+    result: dict[str, Any] = {
+        "generated": variety_ratio(feats, [k for k, _ in rows]),
+        "real": None,
+        "captions": len(chosen),
+        "images_per_caption": images,
+    }
+    groups, why = real_variety_groups(records, captions, images, seed)
+    if why is not None:
+        result["real_skipped"] = why
+        return result
+    members = [records[n] for group in groups for n in group]
+    real = cached_real_features(members, image_size, features, batch_size, cache_dir, progress)
+    labels = [g for g, group in enumerate(groups) for _ in group]
+    result.update(
+        real=variety_ratio(real, labels), real_groups=len(groups), real_images=len(labels)
+    )
+    return result
 
 
 def format_table(result: dict) -> str:
@@ -480,6 +753,31 @@ def format_table(result: dict) -> str:
             if sem.get(attr) is not None:
                 name = "all attributes" if attr == "all_correct" else attr
                 rows.append((f"{name} ({title}, {sem['images']})", f"{100 * sem[attr]:.1f} %"))
+    if "shape_realism" in m:
+        sr = m["shape_realism"]
+        rows.append(
+            (
+                "shape realism (top-shape confidence)",
+                f"generated {_num(sr['generated'])}, real {_num(sr['real'])}",
+            )
+        )
+    if "variety" in m:
+        v = m["variety"]
+        real = _num(v["real"]) + (f" ({v['real_skipped']})" if "real_skipped" in v else "")
+        rows.append(
+            (
+                f"variety ({v['captions']} captions x {v['images_per_caption']}, within / across)",
+                f"generated {_num(v['generated'])}, real {real}",
+            )
+        )
+    for size, sa in m.get("stage_agreement", {}).items():
+        ratio = "–" if sa["ratio"] is None else f"{sa['ratio']:.1f}"
+        rows.append(
+            (
+                f"stage agreement {size} px (mean |diff|)",
+                f"generated {_num(sa['generated'])}, real {_num(sa['real'])}, ratio {ratio}",
+            )
+        )
     width = max((len(r[0]) for r in rows), default=10)
     lines = [
         f"{result['model']} on {result['data']} ({result['num_images']} images, "
@@ -488,3 +786,7 @@ def format_table(result: dict) -> str:
     lines += [f"  {name:<{width}}  {value}" for name, value in rows]
     lines += [f"  skipped {k}: {v}" for k, v in result["skipped"].items()]
     return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"

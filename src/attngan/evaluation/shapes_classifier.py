@@ -255,6 +255,7 @@ def judge(
     classifier: ShapesClassifier,
     images: Tensor,
     objects_list: Sequence[Sequence[dict[str, Any]]],
+    predictions: CellPredictions | None = None,
 ) -> list[list[dict[str, Any]]]:
     """For each image and each expected object, whether its colour, shape, size and position
     are right, and the cell it was matched to (0..8, row-major):
@@ -264,10 +265,11 @@ def judge(
     objects): among the assignments, the one with the most colour and shape matches wins, ties
     go to the one where more objects sit in their own cell, then to the first such assignment
     (object i to the i-th most confident cell). Attributes are read at the matched cell;
-    ``position`` is whether that cell is the object's own.
+    ``position`` is whether that cell is the object's own. ``predictions``: the classifier's
+    output for ``images`` when the caller has it already (else it is computed).
     """
     _check_images(images, len(objects_list))
-    preds = _predict(classifier, images)
+    preds = _predict(classifier, images) if predictions is None else predictions
     results = []
     for b, objects in enumerate(objects_list):
         own = _object_cells(objects)
@@ -301,11 +303,14 @@ def judge(
 
 
 @torch.no_grad()
-def class_probabilities(classifier: ShapesClassifier, images: Tensor) -> Tensor:
+def class_probabilities(
+    classifier: ShapesClassifier, images: Tensor, predictions: CellPredictions | None = None
+) -> Tensor:
     """``[B, 64]``: the (colour, shape) distribution at each image's most confidently occupied
-    cell, ``P(colour) * P(shape)``, class index ``colour * 8 + shape``. For the Inception Score."""
+    cell, ``P(colour) * P(shape)``, class index ``colour * 8 + shape``. For the Inception Score.
+    ``predictions``: as in :func:`judge`."""
     _check_images(images)
-    preds = _predict(classifier, images)
+    preds = _predict(classifier, images) if predictions is None else predictions
     cell = preds.occupancy.argmax(1)
     rows = torch.arange(len(cell))
     colour = preds.colour[rows, cell].softmax(-1)
