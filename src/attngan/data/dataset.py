@@ -13,12 +13,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from attngan.config import Config
 from attngan.data.records import Record, read_records
 from attngan.data.transforms import PyramidTransform
 from attngan.errors import DataError
+from attngan.progress import progress_bar
 from attngan.text import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class TextImageDataset(Dataset):
 
     def _drop_unreadable(self, progress: bool) -> None:
         keep = []
-        bar = tqdm(range(len(self.records)), desc="checking images", disable=not progress)
+        bar = progress_bar(range(len(self.records)), desc="checking images", disable=not progress)
         for i in bar:
             try:
                 load_image(self.records[i].image)

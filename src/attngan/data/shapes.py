@@ -812,12 +812,12 @@ def build_shapes(
 def _build_chunks(root: Path, chunks: list[_Chunk], workers: int, total: int,
                   progress: bool) -> None:  # fmt: skip
     """Render all chunks and write each split's metadata.jsonl in index order."""
-    from tqdm.auto import tqdm
+    from attngan.progress import progress_bar
 
     tmp_paths = {split: root / split / "metadata.jsonl.tmp" for split in SPLITS}
     files = {split: path.open("w", encoding="utf-8") for split, path in tmp_paths.items()}
     try:
-        with tqdm(total=total, desc="shapes", unit="img", disable=not progress) as bar:
+        with progress_bar(total=total, desc="shapes", unit="img", disable=not progress) as bar:
             for split, lines in _run_chunks(chunks, workers):
                 files[split].writelines(line + "\n" for line in lines)
                 bar.update(len(lines))

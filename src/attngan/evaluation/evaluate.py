@@ -38,7 +38,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from attngan.errors import ConfigError, DataError, ModelError
 from attngan.evaluation import METRICS
@@ -50,6 +49,7 @@ from attngan.metrics import (
     kernel_inception_distance,
     r_precision,
 )
+from attngan.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def real_features(
 
     transform = PyramidTransform([image_size], train=False)
     out = []
-    bar = tqdm(total=len(records), desc="real images", unit="img", disable=not progress)
+    bar = progress_bar(total=len(records), desc="real images", unit="img", disable=not progress)
     for batch in _batches(len(records), batch_size):
         images = torch.stack(
             [transform(load_image(records[i].image), records[i].bbox)[-1] for i in batch]
@@ -317,7 +317,7 @@ def real_references(
 
     transform = PyramidTransform(list(sizes), train=False)
     tally = MeanTally()
-    bar = tqdm(total=len(records), desc="real references", unit="img", disable=not progress)
+    bar = progress_bar(total=len(records), desc="real references", unit="img", disable=not progress)
     for batch in _batches(len(records), batch_size):
         pyramids = [transform(load_image(records[i].image), records[i].bbox) for i in batch]
         pyramid = [torch.stack(stage) for stage in zip(*pyramids, strict=True)]
@@ -554,7 +554,7 @@ def evaluate(
     fake_feats, probs, image_codes = [], [], []
     tally = SemanticTally()
     generated = MeanTally()  # shape realism ("shape") and stage agreement (earlier stage sides)
-    bar = tqdm(total=num, desc="generating", unit="img", disable=not progress)
+    bar = progress_bar(total=num, desc="generating", unit="img", disable=not progress)
     generator = pipe.inference_generator()
     with torch.inference_mode():
         for batch in _length_batches(ids, batch_size):
@@ -693,7 +693,7 @@ def _variety(
     rows = [(k, j) for k in range(len(chosen)) for j in range(images)]
     row_ids = [ids[k] for k, _ in rows]
     parts = []
-    bar = tqdm(total=len(rows), desc="variety", unit="img", disable=not progress)
+    bar = progress_bar(total=len(rows), desc="variety", unit="img", disable=not progress)
     with torch.inference_mode():
         for batch in _length_batches(row_ids, batch_size):
             seeds = [image_seed(seed, chosen[rows[n][0]].record_index, rows[n][1]) for n in batch]

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
 from attngan.errors import AttnGANError, TrainingError
+from attngan.progress import clock
 from attngan.training import distributed
 
 log = logging.getLogger(__name__)
@@ -399,7 +400,7 @@ class Progress:
             self.total,
             epoch,
             rate,
-            _clock(eta),
+            clock(eta),
             text,
         )
 
@@ -412,13 +413,6 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _clock(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 # --- the loop ----------------------------------------------------------------------------------
