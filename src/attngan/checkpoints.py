@@ -16,6 +16,8 @@ with ``weights_only=True`` for PyTorch files.
 from __future__ import annotations
 
 import json
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,7 +63,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated zip, bad pickle, refused class, ...
-        reason = _first_line(exc)
+        reason = torch_load_failure(exc)
         raise ModelError(f"cannot read {path} as a PyTorch state dict: {reason}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -253,6 +255,23 @@ def load_model(
         load_weights(module, path / f"{component}.safetensors")
         modules[component] = module.to(device).eval()
     return SavedModel(path, meta["kind"], config, vocab, modules, meta)
+
+
+def torch_load_failure(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line, without PyTorch's advice
+    to turn ``weights_only`` off (which would run whatever code the file holds)."""
+    text = str(exc)
+    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if refused:
+        return (
+            f"it holds a pickled Python object ({refused[1]}), which is never unpickled here: "
+            "save the network's state_dict() instead"
+        )
+    if "WeightsUnpickler" in text or isinstance(exc, (EOFError, KeyError, pickle.UnpicklingError)):
+        return "not a PyTorch file, or a corrupt or empty one"
+    if "zip archive" in text or "EOF" in text:
+        return "truncated or corrupt"
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -136,7 +136,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_data_shapes(args: argparse.Namespace) -> int:
     from attngan.data.shapes import build_shapes
+    from attngan.fileio import check_writable_folder
 
+    check_writable_folder(args.out, "data set folder")
     info = build_shapes(
         args.out,
         num_train=args.num_train,
@@ -160,21 +162,23 @@ def cmd_data_shapes(args: argparse.Namespace) -> int:
 
 def cmd_data_preview(args: argparse.Namespace) -> int:
     from attngan.data.dataset import open_datasets
+    from attngan.fileio import check_writable_folder
     from attngan.runs import start_run
     from attngan.visualize import captioned_grid, to_pil
 
     config = _config_from(args)
+    check_writable_folder(args.out, "runs folder")
     data = open_datasets(config, [args.split], train=args.augment, progress=not args.quiet)
     dataset = data[args.split]
-    run_dir = start_run(args.out, f"{config.name}-preview", config)
-    data.vocab.save(run_dir / "vocab.json")
     count = min(args.num, len(dataset))
-    samples = [dataset[i * len(dataset) // count] for i in range(count)]
+    samples = [dataset[i * len(dataset) // count] for i in range(count)]  # reads the images
     sheet = captioned_grid(
         [to_pil(s.images[-1]) for s in samples],
         [data.vocab.decode(s.tokens) for s in samples],
         columns=args.columns,
     )
+    run_dir = start_run(args.out, f"{config.name}-preview", config)  # once the data is good
+    data.vocab.save(run_dir / "vocab.json")
     sheet.save(run_dir / "preview.png")
     sizes = "/".join(str(s) for s in dataset.image_sizes)
     log.info(
@@ -192,8 +196,10 @@ def cmd_data_preview(args: argparse.Namespace) -> int:
 
 def cmd_data_vocab(args: argparse.Namespace) -> int:
     from attngan.data.records import read_records
+    from attngan.fileio import check_writable_file
 
     config = _config_from(args)
+    check_writable_file(args.out)
     data = config.data
     read = read_records(data.format, data.root, data.captions_per_image, data.skip_bad)
     vocab = read.vocabulary()
@@ -204,8 +210,10 @@ def cmd_data_vocab(args: argparse.Namespace) -> int:
 
 
 def cmd_import_release(args: argparse.Namespace) -> int:
+    from attngan.fileio import check_writable_folder
     from attngan.legacy import import_release
 
+    check_writable_folder(args.out, "model folder")
     out = import_release(
         args.out,
         generator=args.generator,
@@ -269,6 +277,7 @@ def _model_path(path: Path | None) -> Path:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from attngan.errors import DataError
+    from attngan.fileio import check_writable_folder, output_errors
     from attngan.pipeline import Pipeline
     from attngan.training.loop import resolve_device
 
@@ -277,6 +286,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         captions += _read_captions_file(args.captions_file)
     if not captions:
         raise DataError("no caption: give captions as arguments or with --captions-file")
+    check_writable_folder(args.out)  # before the work; creates nothing
     pipe = Pipeline.from_pretrained(_model_path(args.model), device=resolve_device(args.device))
     output = pipe(
         captions,
@@ -285,7 +295,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         use_mean=args.use_mean,
         batch_size=args.batch_size,
     )  # unknown words are logged by the pipeline, one line per caption
-    output.save(args.out)
+    with output_errors(args.out, "output folder"):
+        output.save(args.out)
     log.info(
         "wrote %d images (%d captions x %d, %s px, seed %d) to %s",
         len(output),
@@ -303,9 +314,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from attngan.evaluation.evaluate import evaluate, format_table
-    from attngan.fileio import write_text_atomic
+    from attngan.fileio import check_writable_file, output_errors, write_text_atomic
     from attngan.training.loop import resolve_device
 
+    if args.out is not None:
+        check_writable_file(args.out)  # before the work
     result = evaluate(
         _model_path(args.model),
         data=args.data,
@@ -327,7 +340,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print(format_table(result))
     if args.out is not None:
-        write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
+        with output_errors(args.out, "output file"):
+            write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
         log.info("wrote %s", args.out)
     return 0
 
@@ -365,7 +379,11 @@ def _train_args(args: argparse.Namespace):
         if args.data is not None:
             raise ConfigError("--data cannot change a resumed run's data; start a new run")
         return None, _overrides(args)
-    return _config_from(args), None
+    from attngan.fileio import check_writable_folder
+
+    config = _config_from(args)
+    check_writable_folder(args.runs, "runs folder")
+    return config, None
 
 
 def cmd_train_damsm(args: argparse.Namespace) -> int:

@@ -25,3 +25,8 @@ class ModelError(AttnGANError):
 
 class TrainingError(AttnGANError):
     """Training cannot go on: a NaN or infinite loss, or a run folder that cannot be resumed."""
+
+
+class OutputError(AttnGANError):
+    """An output path that cannot be written: under a regular file, read-only, or a folder where
+    a file is wanted."""

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from attngan.config import Config, load_config
 from attngan.errors import TrainingError
-from attngan.runs import attach_log, start_run
+from attngan.runs import attach_log, buffered_log, start_run
 from attngan.training.loop import RunResult
 
 log = logging.getLogger(__name__)
+
+# the run folder a new run's trainer is built with: its folder is made once the trainer's checks
+# have passed (see _run), so trainers write nothing into run_dir while they are built
+PENDING = Path("(run folder not made yet)")
 
 __all__ = ["RunResult", "resume_config", "train_damsm", "train_gan"]
 
@@ -29,26 +34,24 @@ def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Co
 
 
 def _prepare(
-    config: Config | None, kind: str, runs: str | Path, resume: str | Path | None,
-    overrides: list[str] | None,
-) -> tuple[Config, Path]:  # fmt: skip
-    """The config and run folder; under torchrun rank 0 makes the folder and tells the others."""
+    config: Config | None, resume: str | Path | None, overrides: list[str] | None
+) -> tuple[Config, Path | None]:
+    """The config, and a resumed run's folder. A new run's folder is made by :func:`_run` once
+    its trainer is built: a run whose data, encoders or device fail their checks leaves none."""
     from attngan.config import save_config
     from attngan.training import distributed
 
-    main = distributed.rank() == 0
     if resume is not None:
         config = resume_config(resume, overrides)
         run_dir = Path(resume)
-        if main:
+        if distributed.rank() == 0:
             attach_log(run_dir)
             save_config(config, run_dir / "config.yaml")
         distributed.barrier()
         return config, run_dir
     if config is None:
         raise ValueError("a config or a run folder to resume is needed")
-    run_dir = start_run(runs, f"{config.name}-{kind}", config) if main else None
-    return config, Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
+    return config, None
 
 
 def _join_world(device: str) -> None:
@@ -81,9 +84,9 @@ def train_damsm(
             "train-damsm runs in one process (it trains in minutes to hours on one GPU): start it "
             "without torchrun; `attngan train` (the GAN) runs under torchrun"
         )
-    config, run_dir = _prepare(config, "damsm", runs, resume, overrides)
-    trainer = DAMSMTrainer(config, run_dir, device=device, on_step=on_step, progress=progress)
-    return _start(trainer, run_dir, resume)
+    config, run_dir = _prepare(config, resume, overrides)
+    trainer = partial(DAMSMTrainer, config, device=device, on_step=on_step, progress=progress)
+    return _run(trainer, run_dir, runs, "damsm")
 
 
 def train_gan(
@@ -103,18 +106,25 @@ def train_gan(
     if config is not None and damsm is not None:
         config.train.damsm_model = str(damsm)
     _join_world(device)
-    config, run_dir = _prepare(config, "gan", runs, resume, overrides)
-    trainer = GANTrainer(config, run_dir, device=device, on_step=on_step, progress=progress)
-    return _start(trainer, run_dir, resume)
+    config, run_dir = _prepare(config, resume, overrides)
+    trainer = partial(GANTrainer, config, device=device, on_step=on_step, progress=progress)
+    return _run(trainer, run_dir, runs, "gan")
 
 
-def _start(trainer, run_dir: Path, resume: str | Path | None) -> RunResult:
-    """Resume, or record the trainer's resolved config (a GAN's holds its DAMSM's encoder
-    settings), then run."""
-    from attngan.config import save_config
+def _run(make: Callable, run_dir: Path | None, runs: str | Path, kind: str) -> RunResult:
+    """Build the trainer (``make(run_dir)``), then resume ``run_dir``; or (``None``) check the
+    trainer's batch plan, then make the new run's folder, with the trainer's resolved config (a
+    GAN's holds its DAMSM's encoder settings) and the log so far. Then train."""
+    from attngan.training import distributed
 
-    if resume is not None:
-        trainer.resume()
-    elif trainer.world.main:
-        save_config(trainer.config, run_dir / "config.yaml")
+    with buffered_log() as early:
+        trainer = make(run_dir or PENDING)
+        if run_dir is not None:
+            trainer.resume()
+        else:
+            trainer.check()
+            config = trainer.config
+            name = f"{config.name}-{kind}"
+            made = start_run(runs, name, config, early) if trainer.world.main else None
+            trainer.run_dir = Path(distributed.broadcast_object(str(made) if made else None))
     return trainer.run()

@@ -272,8 +272,11 @@ def load_train_state(path: Path) -> dict[str, Any]:
     """A checkpoint's optimizer, counter and RNG state, read with ``weights_only=True``."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file
-        raise TrainingError(f"{path}: cannot read the training state ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+        from attngan.checkpoints import torch_load_failure
+
+        reason = torch_load_failure(exc)
+        raise TrainingError(f"{path}: cannot read the training state ({reason})") from None
 
 
 # --- signals, NaN, progress, stats -------------------------------------------------------------
@@ -566,12 +569,17 @@ class Loop:
             return True
         return False
 
-    def run(self) -> RunResult:
+    def check(self) -> None:
+        """Raise :class:`TrainingError` if the run cannot take a step (before its folder is
+        made, see :func:`attngan.training.train_damsm`)."""
         if self.steps_per_epoch < 1:
             raise TrainingError(
                 f"the training split has {len(self.dataset)} samples, fewer than one batch of "
                 f"{self.global_batch_size}: lower the batch size"
             )
+
+    def run(self) -> RunResult:
+        self.check()
         total = self.total_steps
         main = self.world.main
         self.stats = Stats(self.run_dir, enabled=main)
