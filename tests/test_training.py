@@ -1,4 +1,5 @@
-"""Training end to end on a tiny `shapes` set: DAMSM, GAN, generate, resume, crash, Ctrl-C, NaN."""
+"""Training end to end on a tiny `shapes` set: DAMSM, GAN, generate, resume, crash, kill -9, a
+full disk, Ctrl-C, NaN."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import json
 import logging
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -337,6 +340,222 @@ def test_sigkill_while_writing_a_checkpoint_resumes_from_the_last_complete_one(
     assert "half-written" in caplog.text and "step-00000002" in caplog.text
     assert result.step == 5 and rest.losses == {k: losses[k] for k in (3, 4, 5)}
     assert not (run / "checkpoints" / ".tmp-step-00000003").exists()
+
+
+# `attngan train` with a step and a checkpoint write slow enough to be killed inside: each step
+# touches $ATTNGAN_TEST_MARKS/step-N as it starts
+SLOWED = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    import attngan.checkpoints as checkpoints
+    from attngan import cli
+    from attngan.training.gan import GANTrainer
+
+    marks = Path(os.environ["ATTNGAN_TEST_MARKS"])
+    step, save_file = GANTrainer.train_step, checkpoints.save_file
+
+    def slow_step(self, batch):
+        (marks / f"step-{self.step + 1}").touch()
+        time.sleep(0.2)
+        losses = step(self, batch)
+        time.sleep(0.2)
+        return losses
+
+    def slow_save_file(*args, **kwargs):  # 5 files a checkpoint: 0.75 s or more
+        time.sleep(0.15)
+        save_file(*args, **kwargs)
+
+    GANTrainer.train_step, checkpoints.save_file = slow_step, slow_save_file
+    sys.exit(cli.main(sys.argv[1:]))
+    """
+)
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (the DataLoader's workers), from /proc."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        assert proc.poll() is None, f"ended before {path.name}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"no {path.name} in 120 s:\n{log.read_text()}"
+        time.sleep(0.005)
+
+
+def _weights(run: Path) -> dict[str, dict[str, torch.Tensor]]:
+    from safetensors.torch import load_file
+
+    last = list_checkpoints(run)[-1]
+    files = [last / f for f in ("generator.safetensors", "generator_live.safetensors",
+                                "discriminators.safetensors")]  # fmt: skip
+    return {str(f.relative_to(run)): load_file(f) for f in [run / "model" / files[0].name, *files]}
+
+
+def _stats(run: Path) -> dict[int, set[str]]:
+    """Every ``stats.jsonl`` row by step (a resumed run logs again the steps it repeats)."""
+    rows: dict[int, set[str]] = {}
+    for line in (run / "stats.jsonl").read_text().splitlines():
+        rows.setdefault(json.loads(line)["step"], set()).add(line)
+    return rows
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds workers through /proc")
+def test_sigkill_at_five_random_moments_then_resume_gives_the_uninterrupted_weights(
+    shapes_root, damsm_run, tmp_path
+):
+    """kill -9 inside steps, inside checkpoint writes and of the DataLoader worker (the run
+    stops with one line), at moments drawn from a fixed seed; ``--resume`` after each. The
+    weights and every logged loss end as those of a run never stopped."""
+    # 8 steps: the 6 of epoch 0 and 2 of epoch 1 (another loader, another worker)
+    sets = [*TINY, f"data.root={shapes_root}", "data.workers=1", "train.checkpoint_every=1",
+            "train.max_steps=8"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    start = ["train", "--damsm", str(damsm_run), "--no-progress", "--set", *sets]
+
+    log = tmp_path / "log.txt"  # the output of the latest command
+
+    def attngan(argv: list[str], marks: Path | None = None) -> subprocess.Popen:
+        code = ["-c", SLOWED] if marks else ["-m", "attngan"]
+        more = {"ATTNGAN_TEST_MARKS": str(marks)} if marks else {}
+        with log.open("w") as out:
+            return subprocess.Popen([sys.executable, *code, *argv], env={**env, **more},
+                                    stdout=out, stderr=out)  # fmt: skip
+
+    reference = attngan([*start, "--runs", str(tmp_path / "reference")])
+    assert reference.wait(timeout=300) == 0, log.read_text()
+    (reference_run,) = (tmp_path / "reference").iterdir()
+
+    rng = random.Random(17)
+    steps = sorted(rng.sample(range(2, 8), 5))
+    kinds = rng.sample(["step", "step", "checkpoint", "checkpoint", "worker"], 5)
+    run = None
+    for attempt, (step, kind) in enumerate(zip(steps, kinds, strict=True)):
+        marks = tmp_path / f"marks-{attempt}"
+        marks.mkdir()
+        argv = ["train", "--resume", str(run), "--no-progress"] if run else [
+            *start, "--runs", str(tmp_path / "runs")]  # fmt: skip
+        proc = attngan(argv, marks)
+        try:
+            if run is None:
+                _wait_for(marks / "step-1", proc, log)
+                (run,) = (tmp_path / "runs").iterdir()
+            partial = run / "checkpoints" / f".tmp-step-{step:08d}"
+            _wait_for(partial if kind == "checkpoint" else marks / f"step-{step}", proc, log)
+            time.sleep(rng.uniform(0, 0.3))  # a step lasts 0.4 s or more, a write 0.75 s
+            if kind == "worker":
+                (worker,) = _children(proc.pid)
+                os.kill(worker, signal.SIGKILL)
+                assert proc.wait(timeout=60) == 2, log.read_text()
+            else:
+                proc.send_signal(signal.SIGKILL)
+                assert proc.wait(timeout=60) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        done = [int(p.name.split("-")[1]) for p in list_checkpoints(run)]
+        assert done[-1] == step - 1, (attempt, kind, done)  # the kill came before step's end
+        if kind == "checkpoint":
+            assert partial.is_dir()  # killed mid-write: the half-written folder is not listed
+        if kind == "worker":
+            err = log.read_text()
+            assert "Traceback" not in err
+            (line,) = [x for x in err.splitlines() if x.startswith("attngan: error:")]
+            assert "data-loader worker process died" in line and f"--resume {run}" in line
+
+    final = attngan(["train", "--resume", str(run), "--no-progress"])
+    assert final.wait(timeout=300) == 0, log.read_text()
+    want, got = _weights(reference_run), _weights(run)
+    assert list(got) == list(want)
+    for name, tensors in want.items():
+        assert got[name].keys() == tensors.keys()
+        assert all(torch.equal(got[name][k], tensors[k]) for k in tensors), name
+    repeated, rows = _stats(run), _stats(reference_run)
+    assert sorted(repeated) == list(range(1, 9))
+    assert all(repeated[k] == rows[k] for k in rows)
+
+
+def test_a_full_disk_while_writing_a_checkpoint_is_one_line_and_resume_goes_on(
+    shapes_root, damsm_run, uninterrupted, tmp_path, monkeypatch, capsys
+):
+    import errno
+
+    import attngan.checkpoints as checkpoints
+
+    save_file, writes = checkpoints.save_file, []
+
+    def full_disk(tensors, filename, metadata=None):  # the third file of checkpoint 3 fills it
+        if ".tmp-step-00000003" in filename:
+            writes.append(filename)
+            if len(writes) == 3:
+                Path(filename).write_bytes(b"\0" * 64)
+                raise OSError(errno.ENOSPC, "No space left on device", filename)
+        save_file(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(checkpoints, "save_file", full_disk)
+    sets = [*TINY, f"data.root={shapes_root}", "train.checkpoint_every=1", "train.max_steps=5"]
+    argv = ["train", "--damsm", str(damsm_run), "--runs", str(tmp_path), "--no-progress"]
+    assert cli.main([*argv, "--set", *sets]) == 2
+    err = capsys.readouterr().err
+    (run,) = tmp_path.iterdir()
+    (line,) = [x for x in err.splitlines() if x.startswith("attngan: error:")]
+    assert "Traceback" not in err and err.endswith(line + "\n")
+    assert "checkpoints/step-00000003: no space left on device" in line.lower()
+    assert f"the last complete checkpoint is {run}/checkpoints/step-00000002" in line
+    assert line.endswith(f"continue with --resume {run}")
+    # the previous checkpoint is intact and loads; the half-written one is gone
+    assert sorted(os.listdir(run / "checkpoints")) == ["step-00000001", "step-00000002"]
+    assert load_model(run / "checkpoints" / "step-00000002", kind="attngan").info["step"] == 2
+
+    monkeypatch.setattr(checkpoints, "save_file", save_file)  # space freed
+    assert cli.main(["train", "--resume", str(run), "--no-progress"]) == 0
+    losses, full = uninterrupted
+    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 3, 4, 5]  # step 3 again, after the resume
+    assert all(r["g"] == pytest.approx(losses[r["step"]]["g"], abs=1e-6) for r in rows)
+    a = load_model(full.model, components=("generator",))["generator"].state_dict()
+    b = load_model(run / "model", components=("generator",))["generator"].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_full_disk_elsewhere_in_the_run_folder_is_one_line(
+    shapes_root, damsm_run, tmp_path, monkeypatch
+):
+    import errno
+
+    from attngan.errors import OutputError
+    from attngan.training.loop import Stats
+
+    def full(self, step, values, **extra):
+        if step == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+
+    monkeypatch.setattr(Stats, "scalars", full)
+    with pytest.raises(OutputError, match=r"stats.jsonl\).*step 2 .*step-00000001"):
+        _gan(shapes_root, damsm_run, tmp_path, None, "train.max_steps=3")
+
+
+@pytest.mark.parametrize(
+    ("message", "said"),
+    [
+        ("DataLoader worker (pid 123) is killed by signal: Killed. ",
+         "pid 123 killed by signal: Killed"),
+        ("DataLoader worker (pid 7) exited unexpectedly with exit code 1. Details are lost due "
+         "to multiprocessing.", "pid 7 exited unexpectedly with exit code 1"),
+        ("DataLoader worker (pid(s) 8, 9) exited unexpectedly", "pid 8, 9 exited unexpectedly"),
+        ("DataLoader timed out after 5 seconds", None),
+    ],
+)  # fmt: skip
+def test_pytorch_messages_of_a_dead_worker_are_recognised(message, said):
+    from attngan.training.loop import dead_worker
+
+    assert dead_worker(RuntimeError(message)) == said
+    assert dead_worker(ValueError(message)) is None
 
 
 def test_ctrl_c_saves_a_checkpoint_and_stops(shapes_root, damsm_run, tmp_path):

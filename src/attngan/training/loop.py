@@ -8,10 +8,12 @@ returning its losses), ``state`` / ``load_state`` (everything a resume needs bes
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -26,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
-from attngan.errors import AttnGANError, TrainingError
+from attngan.errors import AttnGANError, OutputError, TrainingError
 from attngan.progress import clock
 from attngan.training import distributed
 
@@ -166,6 +168,23 @@ def batch_loader(
             persistent_workers=False,
         )
     )
+
+
+_DEAD_WORKER = re.compile(r"DataLoader worker \(pids?(?:\(s\))? ([^)]*)\) (.*)", re.DOTALL)
+
+
+def dead_worker(exc: BaseException) -> str | None:
+    """What PyTorch says when a DataLoader worker process died (killed, say by the kernel's
+    out-of-memory killer, or crashed), shortened to one clause: ``"pid 123 killed by signal:
+    Killed"``; ``None`` for any other error. PyTorch raises it as a ``RuntimeError`` from its
+    SIGCHLD handler, anywhere in the main process, or when it next waits for a batch."""
+    if not isinstance(exc, RuntimeError):
+        return None
+    found = _DEAD_WORKER.match(str(exc))
+    if found is None:
+        return None
+    what = found.group(2).split(". ")[0].strip().rstrip(".").removeprefix("is ")
+    return f"pid {found.group(1)} {what}"
 
 
 # --- RNG state ---------------------------------------------------------------------------------
@@ -519,13 +538,35 @@ class Loop:
             )
 
         if self.world.main:
-            self.last_checkpoint = write_checkpoint_atomic(
-                self.run_dir, self.step, write, self.keep
-            )
+            try:
+                self.last_checkpoint = write_checkpoint_atomic(
+                    self.run_dir, self.step, write, self.keep
+                )
+            except OSError as exc:  # a full disk, say: the half-written folder goes, to free it
+                shutil.rmtree(
+                    Path(self.run_dir) / CHECKPOINTS / f"{_TMP}{checkpoint_name(self.step)}",
+                    ignore_errors=True,
+                )
+                where = Path(self.run_dir) / CHECKPOINTS / checkpoint_name(self.step)
+                raise self._write_failed(exc, f"the checkpoint {where}") from None
         else:
             self.last_checkpoint = Path(self.run_dir) / CHECKPOINTS / checkpoint_name(self.step)
         distributed.barrier()
         return self.last_checkpoint
+
+    def _kept(self) -> str:
+        if self.last_checkpoint is None:
+            return "no checkpoint was written yet"
+        return f"the last complete checkpoint is {self.last_checkpoint}"
+
+    def _write_failed(self, exc: OSError, what: str) -> OutputError:
+        """A failed write (a full disk) as one line: what, why, and how to go on."""
+        reason = exc.strerror or str(exc)
+        name = f" ({exc.filename})" if exc.filename else ""
+        return OutputError(
+            f"cannot write {what}: {reason}{name}; training stopped at step {self.step} "
+            f"({self._kept()}): free some space, then continue with --resume {self.run_dir}"
+        )
 
     def resume(self) -> None:
         """Continue from the newest complete checkpoint of ``run_dir`` (if there is one)."""
@@ -579,6 +620,25 @@ class Loop:
             )
 
     def run(self) -> RunResult:
+        """Train to the last step (or a Ctrl-C). A full disk, or a data-loader worker that died,
+        stops the run with a one-line error naming the checkpoint to resume from."""
+        try:
+            return self._run()
+        except OSError as exc:  # stats, samples or the model (checkpoints: save_checkpoint)
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise self._write_failed(exc, f"into the run folder {self.run_dir}") from None
+        except RuntimeError as exc:
+            worker = dead_worker(exc)
+            if worker is None:
+                raise
+            raise TrainingError(
+                f"a data-loader worker process died ({worker}; out of memory?) after step "
+                f"{self.step}; training stopped ({self._kept()}): continue with --resume "
+                f"{self.run_dir}, with data.workers=0 if it happens again"
+            ) from None
+
+    def _run(self) -> RunResult:
         self.check()
         total = self.total_steps
         main = self.world.main
