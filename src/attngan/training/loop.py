@@ -548,7 +548,7 @@ class Loop:
                     ignore_errors=True,
                 )
                 where = Path(self.run_dir) / CHECKPOINTS / checkpoint_name(self.step)
-                raise self._write_failed(exc, f"the checkpoint {where}") from None
+                raise self._write_failed(exc, f"the checkpoint {where}", file=False) from None
         else:
             self.last_checkpoint = Path(self.run_dir) / CHECKPOINTS / checkpoint_name(self.step)
         distributed.barrier()
@@ -559,10 +559,11 @@ class Loop:
             return "no checkpoint was written yet"
         return f"the last complete checkpoint is {self.last_checkpoint}"
 
-    def _write_failed(self, exc: OSError, what: str) -> OutputError:
-        """A failed write (a full disk) as one line: what, why, and how to go on."""
+    def _write_failed(self, exc: OSError, what: str, file: bool = True) -> OutputError:
+        """A failed write (a full disk) as one line: what (and with ``file`` the file), why,
+        and how to go on."""
         reason = exc.strerror or str(exc)
-        name = f" ({exc.filename})" if exc.filename else ""
+        name = f" ({exc.filename})" if exc.filename and file else ""
         return OutputError(
             f"cannot write {what}: {reason}{name}; training stopped at step {self.step} "
             f"({self._kept()}): free some space, then continue with --resume {self.run_dir}"
