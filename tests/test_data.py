@@ -307,3 +307,19 @@ def test_malformed_coco_annotations(tmp_path):
     (root / "annotations" / "captions_val2017.json").unlink()
     with pytest.raises(DataError, match="captions_val2017.json"):
         open_datasets(_cfg("coco", root), progress=False)
+
+
+def test_random_crop_off_trains_on_the_evaluation_view():
+    image = Image.open(write_image(Path("/tmp") / "attngan_nocrop.png", (120, 90))).convert("RGB")
+    test_view = PyramidTransform([32, 64], train=False)(image)
+    gen = torch.Generator().manual_seed(0)
+    views = [PyramidTransform([32, 64], train=True, flip=False, crop=False)(image, generator=gen)
+             for _ in range(3)]  # fmt: skip
+    for view in views:  # no randomness left: the test split's resize and centre crop
+        for a, b in zip(view, test_view, strict=True):
+            assert torch.equal(a, b)
+    cropped = [PyramidTransform([32, 64], train=True, flip=False)(image, generator=gen)[-1]
+               for _ in range(3)]  # fmt: skip
+    assert not all(torch.equal(c, test_view[-1]) for c in cropped)
+    config = load_config("shapes", ["data.random_crop=false"])
+    assert config.data.random_crop is False and load_config("birds").data.random_crop is True

@@ -42,6 +42,9 @@ class DataConfig:
         False  # drop unreadable images / bad captions (and report how many) instead of failing
     )
     flip: bool = True  # random horizontal flips in training (off when captions say left/right)
+    # random crops in training (the release: resize to 76/64 of the size, crop); off: resize and
+    # centre-crop as the test split is, when captions say where things are and how big
+    random_crop: bool = True
     limit: int = 0  # use only the first N samples of a split (0: all); for quick runs and tests
 
     def __post_init__(self) -> None:

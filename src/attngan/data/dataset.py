@@ -71,6 +71,7 @@ class TextImageDataset(Dataset):
         train: random caption, crop and flip per draw; otherwise a fixed caption per item
             (chosen from ``seed``) and a centre crop.
         flip: random horizontal flips in training (off for captions that name left and right).
+        crop: random crops in training (off: resize and centre crop, as in evaluation).
         skip_bad: check every image once now and drop unreadable ones (their messages are in
             ``skipped``); at draw time a bad image is then replaced by the next good one.
             Otherwise a bad image raises :class:`DataError` naming the file.
@@ -88,13 +89,14 @@ class TextImageDataset(Dataset):
         seed: int = 0,
         progress: bool = True,
         flip: bool = True,
+        crop: bool = True,
     ) -> None:
         self.vocab = vocab
         self.max_words = max_words
         self.train = train
         self.skip_bad = skip_bad
         self.seed = seed
-        self.transform = PyramidTransform(list(image_sizes), train, flip)
+        self.transform = PyramidTransform(list(image_sizes), train, flip, crop)
         self.skipped: list[str] = []
         self.records, self.captions = self._encode(records)
         if skip_bad:
@@ -236,6 +238,7 @@ def open_datasets(
             seed=config.train.seed,
             progress=progress,
             flip=config.data.flip,
+            crop=config.data.random_crop,
         )
         result.skipped += result.splits[split].skipped
     if result.skipped:

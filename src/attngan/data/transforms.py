@@ -43,16 +43,19 @@ class PyramidTransform:
     """An image → one ``[3, s, s]`` tensor per stage size ``s`` (smallest first), in [−1, 1].
 
     Training: resize to ⌊size·76/64⌋, random crop to ``size``, random horizontal flip (unless
-    ``flip=False``: captions that say "left" and "right" must not be mirrored). Evaluation:
-    resize and centre crop, no randomness. Lower stages are the same crop downsampled.
+    ``flip=False``: captions that say "left" and "right" must not be mirrored; ``crop=False``
+    resizes to ``size`` and centre-crops as evaluation does, for captions that name where things
+    are and how big). Evaluation: resize and centre crop, no randomness. Lower stages are the same
+    crop downsampled.
     """
 
-    def __init__(self, sizes: list[int], train: bool, flip: bool = True) -> None:
+    def __init__(self, sizes: list[int], train: bool, flip: bool = True, crop: bool = True) -> None:
         if not sizes or sorted(sizes) != list(sizes):
             raise ValueError(f"stage sizes must be increasing, got {sizes}")
         self.sizes = list(sizes)
         self.train = train
         self.flip = flip
+        self.crop = crop
 
     def __call__(
         self,
@@ -64,9 +67,12 @@ class PyramidTransform:
             image = crop_to_box(image, bbox)
         size = self.sizes[-1]
         if self.train:
-            image = resize_short_side(image, int(size * CROP_MARGIN))
-            left = int(torch.randint(0, image.width - size + 1, (), generator=generator))
-            top = int(torch.randint(0, image.height - size + 1, (), generator=generator))
+            margin = CROP_MARGIN if self.crop else 1.0
+            image = resize_short_side(image, int(size * margin))
+            left, top = (image.width - size) // 2, (image.height - size) // 2
+            if self.crop:
+                left = int(torch.randint(0, image.width - size + 1, (), generator=generator))
+                top = int(torch.randint(0, image.height - size + 1, (), generator=generator))
             image = image.crop((left, top, left + size, top + size))
             if torch.rand((), generator=generator) < 0.5 and self.flip:
                 image = image.transpose(Image.FLIP_LEFT_RIGHT)
