@@ -10,12 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
+import attngan.checkpoints
 import attngan.pipeline
 from attngan.checkpoints import build_component, save_model
 from attngan.cli import main
 from attngan.config import load_config
 from attngan.errors import ModelError, VocabularyError
-from attngan.models import Noise
+from attngan.models import Generator, Noise
+from attngan.models.inference import RowChunks, TransposedUpBlock, inference_copy
 from attngan.pipeline import GenerationOutput, Pipeline, image_seed
 from attngan.text import Vocabulary, tokenize
 from attngan.visualize import attention_figure
@@ -298,3 +300,158 @@ def test_folded_batchnorm_generates_the_same_images(models):
     folded = fast.inference_generator()
     assert folded is not fast.generator
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+
+
+# --- the inference copy: the plain path's images, made once
+
+
+def _assert_same(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+
+
+def _trained_statistics(generator: torch.nn.Module, seed: int = 0) -> None:
+    """BatchNorm statistics like a trained model's, which folding must carry."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in generator.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.2)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+
+
+@pytest.fixture
+def plain_and_fast(models):
+    """Two pipelines of one model (trained-like BatchNorm statistics): the plain generator and
+    the default inference copy."""
+    plain, fast = Pipeline.from_pretrained(models[0]), Pipeline.from_pretrained(models[0])
+    _trained_statistics(fast.generator)
+    plain.generator.load_state_dict(fast.generator.state_dict())
+    plain.fold_batchnorm = False
+    return plain, fast
+
+
+@pytest.mark.parametrize("use_mean", [False, True])
+@pytest.mark.parametrize("batch", [1, 16])
+def test_inference_copy_generates_the_plain_images(plain_and_fast, monkeypatch, batch, use_mean):
+    plain, fast = plain_and_fast
+    captions, kwargs = [RED, BLUE], {"num_images": 8, "use_mean": use_mean, "batch_size": batch}
+    a, b = plain(captions, **kwargs), fast(captions, **kwargs)
+    _assert_same(a.images, b.images)
+    _assert_same(a.attention, b.attention)
+    assert all(x.is_contiguous() for x in b.images + b.attention)  # NCHW, not channels-last
+    copy = fast.inference_generator()
+    assert sum(isinstance(m, TransposedUpBlock) for m in copy.modules()) == 3
+    # refinement stages in slices of 3 rows (3, 3, 2): the same images
+    monkeypatch.setattr(attngan.pipeline, "CPU_CHUNK_ELEMENTS", 3 * 8 * 16 * 16)
+    fast.clear_cache()
+    assert isinstance(fast.inference_generator().stages[1], RowChunks)
+    _assert_same(fast(captions, **kwargs).images, a.images)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"word_attention": False}, {"initial_attention": True}, {"legacy_mask_order": True}],
+)
+def test_inference_copy_of_every_generator_variant_with_padding(options):
+    """Padded captions (which the pipeline never batches) and the release's mask order, which
+    makes rows depend on each other: the copy, sliced or not, keeps the generator's outputs."""
+    torch.manual_seed(0)
+    generator = Generator(stages=3, base_size=16, gf=8, z_dim=8, condition_dim=8,
+                          embedding_dim=16, **options).eval()  # fmt: skip
+    _trained_statistics(generator)
+    batch, steps = 5, 6
+    words, sentence = torch.randn(batch, 16, steps), torch.randn(batch, 16)
+    mask = torch.arange(steps)[None, :] >= torch.tensor([6, 3, 6, 1, 4])[:, None]
+    z, ca = torch.randn(batch, 8), torch.randn(batch, 8)
+    with torch.no_grad():
+        want = generator(z, sentence, words * ~mask[:, None], mask, ca_noise=ca)
+    for copy in (inference_copy(generator), inference_copy(generator, chunk_elements=1)):
+        with torch.inference_mode():
+            got = copy(z, sentence, words * ~mask[:, None], mask, ca_noise=ca)
+        _assert_same(got.images, want.images)
+        _assert_same(got.attention, want.attention)
+    assert not generator.stages[0].bn.training and hasattr(generator.stages[0], "bn")
+
+
+def test_inference_copy_is_made_once_and_again_after_weight_changes(plain_and_fast, monkeypatch):
+    plain, fast = plain_and_fast
+    made = []
+
+    def counted(*args, **kwargs):
+        made.append(1)
+        return inference_copy(*args, **kwargs)
+
+    monkeypatch.setattr(attngan.pipeline, "inference_copy", counted)
+    first = fast([RED, GREEN], 2)
+    copy = fast.inference_generator()
+    again = fast([RED, GREEN], 2)
+    assert len(made) == 1 and fast.inference_generator() is copy
+    assert all(torch.equal(x, y) for x, y in zip(first.images, again.images, strict=True))
+
+    def changed(change) -> list[torch.Tensor]:
+        """Images after ``change(generator)`` to both pipelines' generators: the fast one's
+        must be the plain one's (the new weights'), not the first call's."""
+        for pipe in (plain, fast):
+            change(pipe.generator)
+        images = fast([RED, GREEN], 2).images
+        _assert_same(images, plain([RED, GREEN], 2).images)
+        assert not torch.allclose(images[-1], first.images[-1], atol=1e-3)
+        return images
+
+    torch.manual_seed(1)
+    other = build_component("generator", fast.config, len(fast.vocab)).state_dict()
+    changed(lambda g: g.load_state_dict(other))  # load_state_dict
+    assert len(made) == 2
+
+    def scale_one_conv(g):  # an in-place change of one weight (as an optimizer step makes)
+        with torch.no_grad():
+            g.to_image[-1].weight.mul_(1.5)
+
+    changed(scale_one_conv)
+    assert len(made) == 3
+
+    def new_statistics(g):  # a buffer: BatchNorm statistics (folded into the copy)
+        with torch.no_grad():
+            g.stages[1].up.bn.running_var.mul_(4)
+
+    changed(new_statistics)
+    assert len(made) == 4
+    fast([RED], 1)
+    assert len(made) == 4 and fast.inference_generator() is not copy
+    fast.generator = plain.generator  # another module
+    fast([RED], 1)
+    assert len(made) == 5
+
+
+def test_generate_loads_the_model_once_for_100_captions(models, tmp_path, monkeypatch, capsys):
+    loads, copies, calls = [], [], []
+    load_model, call = attngan.checkpoints.load_model, Pipeline.__call__
+
+    def counted_load(*args, **kwargs):
+        loads.append(args)
+        return load_model(*args, **kwargs)
+
+    def counted_copy(*args, **kwargs):
+        copies.append(1)
+        return inference_copy(*args, **kwargs)
+
+    def counted_call(self, *args, **kwargs):
+        calls.append(1)
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(attngan.checkpoints, "load_model", counted_load)
+    monkeypatch.setattr(attngan.pipeline, "inference_copy", counted_copy)
+    monkeypatch.setattr(Pipeline, "__call__", counted_call)
+    rng = np.random.default_rng(0)
+    words = tokenize(WORDS)
+    captions = [" ".join(rng.choice(words, rng.integers(2, 9))) for _ in range(100)]
+    file = tmp_path / "captions.txt"
+    file.write_text("\n".join(captions) + "\n")
+    out = tmp_path / "out"
+    argv = ["generate", "--model", str(models[0]), "--captions-file", str(file), "--out", str(out)]
+    assert main([*argv, "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert len(loads) == len(copies) == len(calls) == 1
+    entries = json.loads((out / "captions.json").read_text())
+    assert [e["caption"] for e in entries] == captions

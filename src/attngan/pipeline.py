@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from attngan.config import Config
 from attngan.fileio import write_text_atomic
 from attngan.models import sample_noise
-from attngan.models.layers import fold_batchnorm as _fold_batchnorm
+from attngan.models.inference import CPU_CHUNK_ELEMENTS, inference_copy
 from attngan.text import EncodedCaption, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,11 @@ class Pipeline:
         vocab: the vocabulary the text encoder was trained with.
         config: the model's config (``data.max_words`` caps the words of a caption).
         device: where the networks run; outputs always come back on the CPU.
+        fold_batchnorm: generate with the generator's inference copy (see
+            :func:`~attngan.models.inference.inference_copy`: BatchNorm folded, up-blocks as
+            transposed convolutions, channels-last, on the CPU refinement stages in slices of
+            the batch), made on the first call and again only once the generator's weights
+            change; False generates with ``generator`` itself.
     """
 
     def __init__(
@@ -159,8 +164,9 @@ class Pipeline:
         fold_batchnorm: bool = True,
     ) -> None:
         self.device = torch.device(device)
-        self.fold_batchnorm = fold_batchnorm  # generate with BatchNorm folded into the convs
+        self.fold_batchnorm = fold_batchnorm  # generate with the inference copy
         self.generator = generator.to(self.device)
+        self._inference: tuple[tuple, nn.Module] | None = None  # (weights key, inference copy)
         self.text_encoder = text_encoder.to(self.device)
         self.vocab = vocab
         self.config = config
@@ -232,8 +238,9 @@ class Pipeline:
         ids = [encoded[c][0].ids for c, _ in rows]
 
         per_row: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
-        generator = self.inference_generator()
-        with torch.inference_mode(), _eval_mode(generator, self.text_encoder):
+        generator = self.inference_generator()  # the inference copy is in eval mode already
+        nets = [self.text_encoder] + ([generator] if generator is self.generator else [])
+        with torch.inference_mode(), _eval_mode(*nets):
             for batch in _length_batches(ids, batch_size):
                 images, attention = self._generate(
                     generator, [ids[n] for n in batch], [seeds[n] for n in batch], use_mean
@@ -265,13 +272,27 @@ class Pipeline:
         )
 
     def inference_generator(self) -> nn.Module:
-        """The generator to sample with: with ``fold_batchnorm``, an eval-mode copy with
-        BatchNorm folded into its convolutions (made afresh on every call, so later changes to
-        ``self.generator`` are never missed), else ``self.generator``."""
+        """The generator to sample with: with ``fold_batchnorm``, the inference copy of
+        ``self.generator`` (eval mode, BatchNorm folded, see ``Pipeline``), kept between calls and
+        made again when ``self.generator`` is another module or any of its parameters or buffers
+        was changed (in place, by ``load_state_dict``, an optimizer step or ``.to()``; changes
+        through ``.data`` are invisible, call :meth:`clear_cache` after those); else
+        ``self.generator``."""
         if not self.fold_batchnorm:
             return self.generator
+        key = _weights_key(self.generator)
+        cached = self._inference
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        chunk = CPU_CHUNK_ELEMENTS if self.device.type == "cpu" else None
         with _eval_mode(self.generator):
-            return _fold_batchnorm(self.generator)
+            copy = inference_copy(self.generator, chunk_elements=chunk)
+        self._inference = None if key is None else (key, copy)
+        return copy
+
+    def clear_cache(self) -> None:
+        """Forget the inference copy: the next call makes it again from ``self.generator``."""
+        self._inference = None
 
     def encode_text(self, ids: list[list[int]]):  # -> TextFeatures
         """The text encoder's features of a batch of equally long captions (token ids), on the
@@ -290,7 +311,18 @@ class Pipeline:
         z = torch.cat([n.z for n in noise]).to(self.device)  # [b, z_dim]
         ca = torch.cat([n.ca for n in noise]).to(self.device)  # [b, condition_dim]
         out = g(z, text.sentence, text.words, text.mask, ca_noise=ca, use_mean=use_mean)
-        return [x.float().cpu() for x in out.images], [a.float().cpu() for a in out.attention]
+        images = [x.float().cpu().contiguous() for x in out.images]  # NCHW, not channels-last
+        return images, [a.float().cpu().contiguous() for a in out.attention]
+
+
+def _weights_key(module: nn.Module) -> tuple | None:
+    """What changes when ``module``'s weights do: the module, and each parameter's and buffer's
+    identity, storage and version counter (bumped by every in-place change). None for inference
+    tensors, which have no version counter (never cached)."""
+    tensors = [*module.parameters(), *module.buffers()]
+    if any(t.is_inference() for t in tensors):
+        return None
+    return (id(module), *((id(t), t.data_ptr(), t._version, t.device) for t in tensors))
 
 
 def _length_batches(ids: list[list[int]], batch_size: int) -> Iterator[list[int]]:
