@@ -356,3 +356,17 @@ def test_cutout_zeroes_one_square_per_image_and_keeps_the_rest():
     again = losses.cutout(images, 0.25, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
     assert not torch.equal(out, losses.cutout(images, 0.25, torch.Generator().manual_seed(1)))
+
+
+def test_stage_consistency_is_zero_for_a_pyramid_and_grows_with_disagreement():
+    big = torch.rand(2, 3, 32, 32) * 2 - 1
+    small = F.interpolate(big, size=16, mode="bilinear", antialias=True)
+    tiny = F.interpolate(big, size=8, mode="bilinear", antialias=True)
+    assert losses.stage_consistency_loss([tiny, small, big]).item() == pytest.approx(0, abs=1e-6)
+    assert losses.stage_consistency_loss([big]).item() == 0.0
+    off = losses.stage_consistency_loss([tiny, -small, big])  # one stage inverted
+    expected = (2 * small.abs()).mean() / 2  # that stage's error, averaged over two stages
+    assert off.item() == pytest.approx(expected.item(), rel=1e-5)
+    x = small.clone().requires_grad_(True)
+    losses.stage_consistency_loss([x + 0.5, big]).backward()
+    assert x.grad is not None and (x.grad > 0).all()  # pulls the small stage back down

@@ -752,6 +752,7 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
         "seek": ["train.mode_seeking=1"],
         "cutout": ["train.d_cutout=0.5"],
         "magp": ["train.magp_weight=2"],
+        "stages": ["train.stage_consistency=3"],
     }.items():
         recorder = Recorder()
         train_gan(tiny(shapes_root, *base, *extra), damsm=damsm_run, runs=tmp_path / name,
@@ -763,5 +764,10 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
     assert seek["g"] == pytest.approx(plain_g + seek["mode_seeking"], rel=1e-4)
     assert runs["cutout"]["d"] != pytest.approx(runs["plain"]["d"], rel=1e-6)
     assert runs["magp"]["d"] > runs["plain"]["d"]  # the penalty is part of D's loss
+    agree = runs["stages"]
+    plain_g = agree["g_adv"] + 5.0 * agree["damsm"] + agree["kl"]
+    assert agree["stages"] > 0 and agree["g"] == pytest.approx(
+        plain_g + 3 * agree["stages"], rel=1e-4
+    )
     with pytest.raises(ConfigError, match="d_cutout"):
         tiny(shapes_root, "train.d_cutout=1.0")

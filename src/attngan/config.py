@@ -170,6 +170,9 @@ class TrainConfig:
     # captions are drawn a second time with other z, and the generator is rewarded for the
     # image distance per noise distance of the two
     mode_seeking: float = 0.0
+    # weight of an L1 term between the last stage downsampled and each earlier stage (not in the
+    # release, 0: off): the stages draw one picture, as a real image pyramid does
+    stage_consistency: float = 0.0
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)): short runs' EMA is
     # not dragged towards the untrained start (0.999 alone keeps 5 % of it after 3,000 steps)
@@ -196,6 +199,7 @@ class TrainConfig:
         _at_least("train.magp_weight", self.magp_weight, 0.0)
         _at_least("train.magp_power", self.magp_power, 1.0)
         _at_least("train.mode_seeking", self.mode_seeking, 0.0)
+        _at_least("train.stage_consistency", self.stage_consistency, 0.0)
         if not 0.0 <= self.d_cutout < 1.0:
             raise ConfigError(f"train.d_cutout must be in [0, 1) (got {self.d_cutout})")
         _at_least("train.log_every", self.log_every, 1)

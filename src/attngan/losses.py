@@ -314,6 +314,19 @@ def mode_seeking_loss(images_a: Tensor, images_b: Tensor, z_a: Tensor, z_b: Tens
     return 1.0 / (ratio + 1e-5)
 
 
+def stage_consistency_loss(images: list[Tensor]) -> Tensor:
+    """The mean absolute difference between the last stage's image, downsampled (bilinear,
+    antialiased) to each earlier stage's size, and that stage's image, averaged over the earlier
+    stages: 0 when the stages draw one picture at several sizes, as a real image pyramid does.
+    ``images``: one ``[B, 3, s, s]`` per stage, smallest first."""
+    last = images[-1]
+    terms = [
+        (F.interpolate(last, size=im.shape[-2:], mode="bilinear", antialias=True) - im).abs().mean()
+        for im in images[:-1]
+    ]
+    return torch.stack(terms).mean() if terms else last.new_zeros(())
+
+
 def cutout(images: Tensor, fraction: float, generator: torch.Generator) -> Tensor:
     """DiffAugment's cutout (Zhao et al., 2020): each image ``[B, C, s, s]`` with one square of
     side ``round(fraction * s)`` set to 0 (mid-grey) at a random place (the square may run off

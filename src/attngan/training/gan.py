@@ -37,6 +37,7 @@ from attngan.losses import (
     mode_seeking_loss,
     sentence_loss,
     sharded_word_loss,
+    stage_consistency_loss,
     swapped_caption_loss,
     word_loss,
 )
@@ -325,6 +326,10 @@ class GANTrainer(Loop):
             )  # fmt: skip
             g_loss = g_loss + t.swap_weight * hard
             losses["swap"] = hard.item()
+        if t.stage_consistency > 0:
+            agree = stage_consistency_loss([im.float() for im in out.images])
+            g_loss = g_loss + t.stage_consistency * agree
+            losses["stages"] = agree.item()
         if t.mode_seeking > 0:
             g_loss = g_loss + t.mode_seeking * seeking
             losses["mode_seeking"] = seeking.item()
