@@ -370,3 +370,20 @@ def test_stage_consistency_is_zero_for_a_pyramid_and_grows_with_disagreement():
     x = small.clone().requires_grad_(True)
     losses.stage_consistency_loss([x + 0.5, big]).backward()
     assert x.grad is not None and (x.grad > 0).all()  # pulls the small stage back down
+
+
+def test_discriminator_hard_negatives_add_weighted_mismatched_pairs():
+    torch.manual_seed(0)
+    disc = Discriminator(16, df=4, embedding_dim=8).eval()
+    real, fake, sentence = torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16), torch.randn(4, 8)
+    swapped = torch.randn(2, 8)
+    rows = torch.tensor([0, 2])
+    plain = losses.discriminator_scale_loss(disc, real, fake, sentence)
+    hard = losses.Mismatched(rows, swapped, 3.0)
+    with_hard = losses.discriminator_scale_loss(disc, real, fake, sentence, hard=hard)
+    logits = disc(real[rows], swapped).conditional
+    extra = F.binary_cross_entropy_with_logits(logits, torch.zeros(2))
+    torch.testing.assert_close(with_hard, plain + 3.0 * extra)
+    none = losses.Mismatched(torch.zeros(0, dtype=torch.long), torch.zeros(0, 8), 3.0)
+    torch.testing.assert_close(losses.discriminator_scale_loss(disc, real, fake, sentence,
+                                                               hard=none), plain)  # fmt: skip

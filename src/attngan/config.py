@@ -159,6 +159,10 @@ class TrainConfig:
     # R1 penalty (Mescheder et al., 2018; not in the release, 0: off): gamma/2 times the squared
     # gradient norm of each discriminator's real logits with respect to the real images
     r1_gamma: float = 0.0
+    # discriminator hard negatives (not in the release, 0: off): the weight of one more
+    # mismatched term, each real image with its own caption with a word swapped
+    # (damsm.swap_words), so the conditional heads must check that word, not colour alone
+    d_swap_weight: float = 0.0
     # DF-GAN's matching-aware gradient penalty (not in the release, 0: off): weight k of
     # k * E||(grad_image, grad_sentence) D_cond(real, own sentence)||^magp_power
     magp_weight: float = 0.0
@@ -196,6 +200,7 @@ class TrainConfig:
         _at_least("train.max_steps", self.max_steps, 0)
         _at_least("train.swap_weight", self.swap_weight, 0.0)
         _at_least("train.r1_gamma", self.r1_gamma, 0.0)
+        _at_least("train.d_swap_weight", self.d_swap_weight, 0.0)
         _at_least("train.magp_weight", self.magp_weight, 0.0)
         _at_least("train.magp_power", self.magp_power, 1.0)
         _at_least("train.mode_seeking", self.mode_seeking, 0.0)

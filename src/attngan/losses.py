@@ -258,12 +258,16 @@ def discriminator_scale_loss(
     mismatch: bool = True,
     magp_weight: float = 0.0,
     magp_power: float = 6.0,
+    hard: Mismatched | None = None,
 ) -> Tensor:
     """One discriminator's loss on real images, detached fakes and mismatched pairs (real image k
     with sentence k+1; ``mismatched`` gives other pairs; ``mismatch=False`` leaves the term out,
     as an unconditional GAN must). ``r1_gamma`` > 0 adds the R1 penalty (not in the release):
     ``r1_gamma / 2`` times :func:`r1_penalty` of the real logits; ``magp_weight`` > 0 adds
-    :func:`matching_aware_penalty` (DF-GAN's MA-GP, not in the release either)."""
+    :func:`matching_aware_penalty` (DF-GAN's MA-GP, not in the release either). ``hard`` adds
+    ``hard.weight`` times the BCE of real images ``hard.rows`` with ``hard.sentence`` (their own
+    captions with a word swapped) as mismatched pairs: hard negatives that differ from the true
+    caption in that word alone, so the conditional head must check it."""
     if r1_gamma > 0 or magp_weight > 0:
         real = real.detach().requires_grad_(True)
     if magp_weight > 0:
@@ -290,6 +294,8 @@ def discriminator_scale_loss(
         loss = loss + 0.5 * r1_gamma * r1_penalty(logits, real)
     if magp_weight > 0:
         loss = loss + magp_weight * matching_aware_penalty(real_cond, real, sentence, magp_power)
+    if hard is not None and hard.rows.numel():
+        loss = loss + hard.weight * _bce(disc.conditional(real_h[hard.rows], hard.sentence), 0.0)
     return loss
 
 

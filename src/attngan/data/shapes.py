@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from attngan.errors import DataError
 from attngan.fileio import write_text_atomic
@@ -631,6 +631,34 @@ def render_sample(
     captions = _captions(np.random.default_rng([*stream, 1]), scene, captions_per_image)
     record = _record(scene, index, image_size, set(held), captions)
     return _render(scene, image_size), record
+
+
+def render_blob_twin(
+    split: str, index: int, seed: int, image_size: int, blur: float = 0.05
+) -> tuple[Image.Image, Image.Image, dict[str, Any]]:
+    """Image ``index`` of ``split`` (as :func:`render_sample` draws it), its blob twin, and its
+    record (one caption). The blob twin is the
+    same scene with every object replaced by a soft blob of its colour, place and rough size
+    (its mask blurred by ``blur`` of the image side, then thresholded softly: no corners, no
+    points). What a generator that draws colour, place and size but not shape makes; a
+    discriminator that scores both alike does not ask for shapes."""
+    sharp, record = render_sample(split, index, seed, image_size, captions_per_image=1)
+    held = held_out_pairs(seed)
+    scene = _sample_scene(np.random.default_rng([seed, _SPLIT_IDS[split], index, 0]), split,
+                          image_size, held)  # fmt: skip
+    canvas = _render_background(scene.background, image_size).astype(np.float64)
+    radius = blur * image_size
+    for obj in scene.objects:
+        mask = np.zeros((image_size, image_size, 3), dtype=np.float32)
+        _draw_object(mask, obj.points(image_size), (255, 255, 255))
+        soft = Image.fromarray(mask[..., 0].astype(np.uint8)).filter(
+            ImageFilter.GaussianBlur(radius)
+        )
+        soft = np.asarray(soft, dtype=np.float64)[..., None]
+        alpha = np.clip((soft / max(soft.max(), 1.0) - 0.3) * 2.5, 0, 1)  # full colour inside
+        canvas += alpha * (np.asarray(COLOURS[obj.colour], dtype=np.float64) - canvas)
+    blob = Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8), "RGB")
+    return sharp, blob, record
 
 
 # --------------------------------------------------------------------------------------------

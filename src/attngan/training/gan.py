@@ -75,11 +75,12 @@ class DiscriminatorStep(nn.Module):
         self.magp_weight, self.magp_power = magp_weight, magp_power
 
     def forward(
-        self, real: Tensor, fake: Tensor, sentence: Tensor, mismatched: Mismatched | None
-    ) -> Tensor:
+        self, real: Tensor, fake: Tensor, sentence: Tensor, mismatched: Mismatched | None,
+        hard: Mismatched | None = None,
+    ) -> Tensor:  # fmt: skip
         return discriminator_scale_loss(
             self.disc, real, fake, sentence, mismatched, self.r1_gamma, self.mismatch,
-            self.magp_weight, self.magp_power,
+            self.magp_weight, self.magp_power, hard,
         )  # fmt: skip
 
 
@@ -164,11 +165,10 @@ class GANTrainer(Loop):
         )
         self.dataset, self.test = data["train"], data["test"]
         self.swapper = None
-        if t.swap_weight > 0:
+        if t.swap_weight > 0 or t.d_swap_weight > 0:
             if not config.damsm.swap_words:
-                raise TrainingError(
-                    "train.swap_weight needs the words to swap: --set damsm.swap_words=..."
-                )
+                which = "train.swap_weight" if t.swap_weight > 0 else "train.d_swap_weight"
+                raise TrainingError(f"{which} needs the words to swap: --set damsm.swap_words=...")
             self.swapper = WordSwapper(config.damsm.swap_words, self.vocab)
         self.text_encoder = encoders["text_encoder"].requires_grad_(False).eval()
         self.image_encoder = encoders["image_encoder"].requires_grad_(False).eval()
@@ -279,6 +279,11 @@ class GANTrainer(Loop):
         all_lengths = distributed.gather(lengths)
         all_classes = distributed.gather(batch.class_id.to(self.device))
         mismatched = self._mismatched(all_sentences, b)
+        swap = self._swapped(batch, lengths) if self.swapper is not None else None
+        hard = None
+        if swap is not None and t.d_swap_weight > 0:  # the discriminators' hard negatives
+            rows = swap[1].nonzero().flatten().to(self.device)
+            hard = Mismatched(rows, swap[0].sentence[rows], t.d_swap_weight)
         losses: dict[str, float] = {}
         # discriminators: real, fake (detached inside the loss), mismatched
         d_total = 0.0
@@ -287,7 +292,8 @@ class GANTrainer(Loop):
             disc = self.discriminators[i]
             disc.requires_grad_(True)
             with amp:
-                loss = step(augment(real[i]), augment(out.images[i]), text.sentence, mismatched)
+                loss = step(augment(real[i]), augment(out.images[i]), text.sentence, mismatched,
+                            hard)  # fmt: skip
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)  # freed now: not held through the generator's step
@@ -316,16 +322,14 @@ class GANTrainer(Loop):
             damsm = w.total() + s.total()
         kl = kl_loss(out.mu.float(), out.logvar.float())
         g_loss = adv.float() + t.damsm_lambda * damsm + t.kl_weight * kl
-        if self.swapper is not None:  # this rank's images against their swapped captions
-            rng = random.Random(hash((self.seed, self.step, self.world.rank)))
-            rows, valid = self.swapper(batch.tokens.tolist(), batch.length.tolist(), rng)
-            swapped = self._text(torch.tensor(rows, device=self.device), lengths)
-            hard = swapped_caption_loss(
+        if swap is not None and t.swap_weight > 0:  # this rank's images, swapped captions
+            swapped, valid = swap
+            term = swapped_caption_loss(
                 regions, image, text.words, text.sentence, swapped.words, swapped.sentence,
-                lengths, torch.tensor(valid), d.gamma1, d.gamma2, d.gamma3,
+                lengths, valid, d.gamma1, d.gamma2, d.gamma3,
             )  # fmt: skip
-            g_loss = g_loss + t.swap_weight * hard
-            losses["swap"] = hard.item()
+            g_loss = g_loss + t.swap_weight * term
+            losses["swap"] = term.item()
         if t.stage_consistency > 0:
             agree = stage_consistency_loss([im.float() for im in out.images])
             g_loss = g_loss + t.stage_consistency * agree
@@ -339,6 +343,13 @@ class GANTrainer(Loop):
         ema_update(self.ema, self.generator, ema_decay(t.ema_decay, self.step, t.ema_warmup))
         losses.update(g=g_loss.item(), g_adv=adv.item(), damsm=damsm.item(), kl=kl.item())
         return losses
+
+    def _swapped(self, batch: Any, lengths: Tensor):
+        """This rank's captions with a word swapped (``damsm.swap_words``): their text features
+        and which rows had a word to swap."""
+        rng = random.Random(hash((self.seed, self.step, self.world.rank)))
+        rows, valid = self.swapper(batch.tokens.tolist(), batch.length.tolist(), rng)
+        return self._text(torch.tensor(rows, device=self.device), lengths), torch.tensor(valid)
 
     def _step_generator(self, stream: int) -> torch.Generator:
         """A CPU generator seeded by (seed, step, rank, stream): the same draws after a resume."""

@@ -1,0 +1,88 @@
+"""Do a GAN's discriminators ask for shapes? For real `shapes` test scenes and their blob twins
+(the same scene with every object a soft blob of its colour, place and size,
+`attngan.data.shapes.render_blob_twin`), each discriminator's unconditional and conditional
+logits (with the scene's own caption): how often the real shape scores above its blob. Near 50 %
+means the discriminator gives the generator no reason to draw shapes. Also prints the shapes
+classifier's top-shape confidence on both (the scale of `attngan evaluate`'s shape realism).
+
+    python benchmarks/d_shape_probe.py RUN/checkpoints/step-00001000 [more checkpoints ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from attngan.checkpoints import load_model
+from attngan.data.shapes import render_blob_twin
+from attngan.data.transforms import PyramidTransform
+from attngan.errors import AttnGANError
+from attngan.evaluation.evaluate import shape_confidences
+from attngan.evaluation.shapes_classifier import load_shapes_classifier
+
+
+def scenes(count: int, sizes: list[int], seed: int):
+    """Sharp and blob pyramids (one ``[N, 3, s, s]`` per size) and each scene's first caption."""
+    transform = PyramidTransform(sizes, train=False)
+    sharp, blob, captions = [], [], []
+    for i in range(count):
+        real, twin, record = render_blob_twin("test", i, seed, 128)
+        sharp.append(transform(real))
+        blob.append(transform(twin))
+        captions.append(record["text"][0])
+    stack = lambda rows: [torch.stack([r[k] for r in rows]) for k in range(len(sizes))]  # noqa: E731
+    return stack(sharp), stack(blob), captions
+
+
+@torch.no_grad()
+def probe(checkpoint: str, count: int, seed: int) -> list[str]:
+    model = load_model(checkpoint, components=("discriminators", "text_encoder"))
+    # train mode, as in training: BatchNorm normalises the real batch and the blob batch each by
+    # its own statistics (the running statistics mix reals and fakes); nothing is saved
+    discs, encoder = model["discriminators"].train(), model["text_encoder"].eval()
+    sizes = model.config.model.image_sizes
+    sharp, blob, captions = scenes(count, sizes, seed)
+    sentences = []
+    for caption in captions:
+        ids = model.vocab.encode(caption, strict=True).ids
+        sentences.append(encoder(torch.tensor([ids]), torch.tensor([len(ids)])).sentence[0])
+    sentence = torch.stack(sentences)
+    lines = []
+    for size, disc, s, b in zip(sizes, discs, sharp, blob, strict=True):
+        real, twin = disc(s, sentence), disc(b, sentence)
+        for head in ("unconditional", "conditional"):
+            x, y = getattr(real, head), getattr(twin, head)
+            if x is None:
+                continue
+            above = (x > y).float().mean()
+            lines.append(f"{checkpoint}  D{size} {head:<13} shape above blob {above:6.1%}  "
+                         f"logit {x.mean():+.2f} vs {y.mean():+.2f}")  # fmt: skip
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "checkpoints", nargs="+", help="GAN checkpoint folders (with discriminators)"
+    )
+    parser.add_argument("--scenes", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0, help="the shapes data set's seed")
+    args = parser.parse_args()
+    sharp, blob, _ = scenes(args.scenes, [64], args.seed)
+    classifier = load_shapes_classifier(None).eval()
+    for name, images in (("shapes", sharp[0]), ("blob twins", blob[0])):
+        with torch.no_grad():
+            preds = classifier(images)
+        cells = [[int(c)] for c in preds.occupancy.argmax(1)]  # the most confident object
+        conf = shape_confidences(preds.shape, cells)
+        print(f"shapes classifier, top-shape confidence on {name}: {conf.mean():.3f}")
+    try:
+        for checkpoint in args.checkpoints:
+            print("\n".join(probe(checkpoint, args.scenes, args.seed)))
+    except AttnGANError as exc:
+        raise SystemExit(f"d_shape_probe: error: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()
