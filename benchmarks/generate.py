@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -206,7 +207,9 @@ class Process:
             raise SystemExit(f"the {self.name} worker died (see its error above)")
         return json.loads(line)
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        if kill:  # stopped midway: do not wait for the worker's current timing
+            self.proc.kill()
         self.proc.stdin.close()
         self.proc.wait()
 
@@ -293,6 +296,8 @@ def main() -> None:
         baseline = args.baseline_src or extract(args.baseline, folder / "baseline")
         sources = {"baseline": baseline, "current": ROOT / "src"}
         workers = {name: Process(name, src, args) for name, src in sources.items()}
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on `kill` too
+        finished = False
         try:
             weights = str(folder / "weights.pt")
             for name in ("current", "baseline"):  # the current code makes the weights
@@ -312,9 +317,10 @@ def main() -> None:
                     print(f"\n{name} {variant}, batch 1:")
                     print(workers[name]("profile", variant=variant, batch=1)["table"])
             print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+            finished = True
         finally:
             for worker in workers.values():
-                worker.close()
+                worker.close(kill=not finished)
 
 
 if __name__ == "__main__":
