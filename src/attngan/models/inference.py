@@ -7,10 +7,9 @@ these layers swapped in:
 - BatchNorm folded into the convolution or linear layer before it (:func:`fold_batchnorm`);
 - every up-block's nearest x2 upsampling and 3x3 convolution as one stride-2 4x4 transposed
   convolution (:func:`transposed_upsample_conv`): 4/9 of the multiply-adds, and no upsampled copy
-  of its input (the 256 px up-block ran at 40 % of the CPU's matmul peak, the transposed one
-  close to it);
-- channels-last (NHWC) memory format: oneDNN's 3x3 convolutions of 64 channels run 1.5x faster
-  in it on the CPU (``benchmarks/generate.py --layers``);
+  of its input (the birds config's 256 px up-block: 68.6 ms on one CPU core, 19.8 ms so);
+- channels-last (NHWC) memory format: oneDNN's 3x3 convolutions of 64 output channels ran 1.5x
+  faster in it on the CPU (docs/performance.md, "Generation at 256 px");
 - word attention in that layout (:class:`ChannelsLastWordAttention`, no transposed copies);
 - on the CPU, each refinement stage on slices of the batch whose feature maps stay small
   (:class:`RowChunks`): a 16-image batch's 256 px maps are hundreds of MB that the allocator
