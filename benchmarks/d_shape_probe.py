@@ -2,8 +2,11 @@
 (the same scene with every object a soft blob of its colour, place and size,
 `attngan.data.shapes.render_blob_twin`), each discriminator's unconditional and conditional
 logits (with the scene's own caption): how often the real shape scores above its blob. Near 50 %
-means the discriminator gives the generator no reason to draw shapes. Also prints the shapes
-classifier's top-shape confidence on both (the scale of `attngan evaluate`'s shape realism).
+means the discriminator gives the generator no reason to draw shapes. And the conditional
+head's caption check: how often a real image scores higher with its own caption than with the
+caption's shape word swapped (`SHAPE_SWAP_WORDS`): 50 % means the head ignores the shape word.
+Also prints the shapes classifier's top-shape confidence on both images (the scale of
+`attngan evaluate`'s shape realism).
 
     python benchmarks/d_shape_probe.py RUN/checkpoints/step-00001000 [more checkpoints ...]
 """
@@ -11,15 +14,17 @@ classifier's top-shape confidence on both (the scale of `attngan evaluate`'s sha
 from __future__ import annotations
 
 import argparse
+import random
 
 import torch
 
 from attngan.checkpoints import load_model
-from attngan.data.shapes import render_blob_twin
+from attngan.data.shapes import SHAPE_SWAP_WORDS, render_blob_twin
 from attngan.data.transforms import PyramidTransform
 from attngan.errors import AttnGANError
 from attngan.evaluation.evaluate import shape_confidences
 from attngan.evaluation.shapes_classifier import load_shapes_classifier
+from attngan.text import WordSwapper
 
 
 def scenes(count: int, sizes: list[int], seed: int):
@@ -43,11 +48,15 @@ def probe(checkpoint: str, count: int, seed: int) -> list[str]:
     discs, encoder = model["discriminators"].train(), model["text_encoder"].eval()
     sizes = model.config.model.image_sizes
     sharp, blob, captions = scenes(count, sizes, seed)
-    sentences = []
+    swapper, rng = WordSwapper(SHAPE_SWAP_WORDS, model.vocab), random.Random(0)
+    sentences, swapped, valid = [], [], []
     for caption in captions:
         ids = model.vocab.encode(caption, strict=True).ids
-        sentences.append(encoder(torch.tensor([ids]), torch.tensor([len(ids)])).sentence[0])
-    sentence = torch.stack(sentences)
+        (other,), (ok,) = swapper([ids], [len(ids)], rng)
+        for row, into in ((ids, sentences), (other, swapped)):
+            into.append(encoder(torch.tensor([row]), torch.tensor([len(row)])).sentence[0])
+        valid.append(ok)
+    sentence, wrong, valid = torch.stack(sentences), torch.stack(swapped), torch.tensor(valid)
     lines = []
     for size, disc, s, b in zip(sizes, discs, sharp, blob, strict=True):
         real, twin = disc(s, sentence), disc(b, sentence)
@@ -58,6 +67,10 @@ def probe(checkpoint: str, count: int, seed: int) -> list[str]:
             above = (x > y).float().mean()
             lines.append(f"{checkpoint}  D{size} {head:<13} shape above blob {above:6.1%}  "
                          f"logit {x.mean():+.2f} vs {y.mean():+.2f}")  # fmt: skip
+        own, other = real.conditional[valid], disc(s[valid], wrong[valid]).conditional
+        lines.append(f"{checkpoint}  D{size} conditional   own caption above shape-swapped "
+                     f"{(own > other).float().mean():6.1%}  logit {own.mean():+.2f} vs "
+                     f"{other.mean():+.2f}")  # fmt: skip
     return lines
 
 
