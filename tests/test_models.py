@@ -440,3 +440,152 @@ def test_generator_switches_come_from_the_config():
     assert not g.conditional and not g.ca.sample and g.stages[0].attention is not None
     plain = build_generator(load_config("shapes").model)
     assert plain.conditional and plain.ca.sample and plain.stages[0].attention is None
+
+
+# --- train.fast_layers and channels-last training: the plain layers' values and gradients -------
+
+CL = torch.channels_last
+
+
+def _grads(out: torch.Tensor, inputs, seed: int = 1) -> list[torch.Tensor]:
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    return list(torch.autograd.grad(out, inputs, grad))
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_transposed_up_block_is_upsampling_then_conv(layout):
+    from attngan.models.layers import UpBlock
+
+    torch.manual_seed(0)
+    fmt = CL if layout == "channels_last" else torch.contiguous_format
+    plain = UpBlock(6, 4).double().to(memory_format=fmt)
+    fast = UpBlock(6, 4).double().to(memory_format=fmt)
+    fast.load_state_dict(plain.state_dict())
+    fast.transposed = True
+    x = torch.randn(3, 6, 5, 7, dtype=torch.float64).to(memory_format=fmt).requires_grad_(True)
+    outs, grads = [], []
+    for block in (plain, fast):
+        out = block(x)
+        outs.append(out)
+        grads.append(_grads(out, [x, *block.parameters()]))
+    torch.testing.assert_close(outs[1], outs[0])
+    assert outs[1].is_contiguous(memory_format=fmt)
+    for a, b in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(b, a)
+    torch.testing.assert_close(fast.bn.running_var, plain.bn.running_var)
+    assert fast.state_dict().keys() == plain.state_dict().keys()  # the release's keys
+
+
+@pytest.mark.parametrize("x_layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("w_layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("shape", [(8, 8, 12, 4, 2, 1), (8, 4, 6, 3, 1, 1), (5, 7, 3, 3, 2, 0)])
+def test_conv2d_gemm_is_conv2d(x_layout, w_layout, shape):
+    from attngan.models.layers import conv2d_gemm
+
+    cin, side, cout, k, stride, pad = shape
+    fx = CL if x_layout == "channels_last" else torch.contiguous_format
+    fw = CL if w_layout == "channels_last" else torch.contiguous_format
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, cin, side, side, generator=gen, dtype=torch.float64)
+    w = torch.randn(cout, cin, k, k, generator=gen, dtype=torch.float64)
+    x, w = x.to(memory_format=fx).requires_grad_(True), w.to(memory_format=fw).requires_grad_(True)
+    bias = torch.randn(cout, generator=gen, dtype=torch.float64, requires_grad=True)
+    plain = torch.nn.functional.conv2d(x, w, bias, stride, pad)
+    fast = conv2d_gemm(x, w, bias, stride, pad)
+    torch.testing.assert_close(fast, plain)
+    assert fast.is_contiguous(memory_format=fx)
+    for a, b in zip(_grads(plain, [x, w, bias]), _grads(fast, [x, w, bias]), strict=True):
+        torch.testing.assert_close(b, a)
+    conv2d_gemm(x, w, bias, stride, pad).sum().backward()
+    assert w.grad.stride() == w.stride()  # the layout .grad keeps: no copy
+
+
+def test_conv_block_gemm_runs_the_large_small_output_convolutions(monkeypatch):
+    from attngan.models import layers
+
+    calls, real = [], layers.conv2d_gemm
+    monkeypatch.setattr(layers, "conv2d_gemm", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(0)
+    disc = layers.use_fast_layers(Discriminator(64, df=4, embedding_dim=D))
+    plain = Discriminator(64, df=4, embedding_dim=D)
+    plain.load_state_dict(disc.state_dict())
+    images, sentence = torch.randn(2, 3, 64, 64), torch.randn(2, D)
+    disc(images, sentence)
+    assert not calls  # the test widths' weights are below GEMM_MIN_WEIGHT
+    monkeypatch.setattr(layers, "GEMM_MIN_WEIGHT", 0)
+    out = disc(images, sentence)
+    # the 4x4-output convolutions: the last down-step and the conditional head's joint conv
+    assert len(calls) == 2
+    for a, b in zip(plain(images, sentence), out, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_gemm_takes_the_birds_discriminators_deep_layers():
+    from attngan.models import layers
+
+    chosen = []
+    for side in (64, 128, 256):
+        with torch.device("meta"):
+            disc = layers.use_fast_layers(Discriminator(side, 64, 256, initialize=False))
+        x, names = torch.empty(1, 3, side, side), []
+        for name, block in [*disc.down.named_children(), *disc.squeeze.named_children()]:
+            if block._use_gemm(x):
+                names.append(name)
+            x = torch.empty(block.conv(x.to("meta")).shape)
+        chosen.append(names)
+    # 4x4 outputs of >= 4 M weights: 512 -> 1024 and 1024 -> 2048 (4x4 kernels), 2048 -> 1024
+    # and 1024 -> 512 (3x3)
+    assert chosen == [[], ["4", "0"], ["5", "0", "1"]]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_glu_keeps_the_gradients_layout(layout):
+    from attngan.models.layers import glu
+
+    fmt = CL if layout == "channels_last" else torch.contiguous_format
+    x = torch.randn(2, 6, 5, 4, dtype=torch.float64).to(memory_format=fmt).requires_grad_(True)
+    plain = torch.nn.functional.glu(x, dim=1)
+    out = glu(x)
+    torch.testing.assert_close(out, plain)
+    (a,), (b,) = _grads(plain, [x]), _grads(out, [x])
+    torch.testing.assert_close(b, a)
+    assert b.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_word_attention_on_channels_last_features(legacy):
+    torch.manual_seed(0)
+    attention = WordAttention(6, D, legacy_mask_order=legacy).double()
+    h = torch.randn(3, 6, 4, 5, dtype=torch.float64, requires_grad=True)
+    _, _, words, mask = generator_inputs()
+    words = words.double()
+    context, att = attention(h, words, mask)
+    h_cl = h.detach().to(memory_format=CL).requires_grad_(True)
+    context_cl, att_cl = attention(h_cl, words, mask)
+    torch.testing.assert_close(context_cl, context)
+    torch.testing.assert_close(att_cl, att)
+    assert context_cl.is_contiguous(memory_format=CL)
+    (a,), (b,) = _grads(context, [h]), _grads(context_cl, [h_cl])
+    torch.testing.assert_close(b, a)
+
+
+def test_folded_inception_encoder_gives_the_same_features_and_image_gradients():
+    from attngan.models.layers import fold_batchnorm
+
+    torch.manual_seed(0)
+    encoder = InceptionImageEncoder(D)
+    with torch.no_grad():  # statistics a trained trunk holds, not the initial 0 and 1
+        for m in encoder.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    encoder = encoder.requires_grad_(False).eval().double()  # float64: the gradient is small
+    folded = fold_batchnorm(encoder)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    images = torch.rand(1, 3, 32, 32, dtype=torch.float64, requires_grad=True)
+    plain, fast = encoder(images), folded(images)
+    for a, b in zip(plain, fast, strict=True):
+        torch.testing.assert_close(b, a)
+    (ga,) = torch.autograd.grad(plain.image.sum() + plain.regions.sum(), images)
+    (gb,) = torch.autograd.grad(fast.image.sum() + fast.regions.sum(), images)
+    torch.testing.assert_close(gb, ga)

@@ -27,6 +27,7 @@ from attngan.fileio import write_text_atomic
 DATA_FORMATS = ("cub", "coco", "folder")
 IMAGE_ENCODERS = ("inception", "cnn")
 D_NORMS = ("batch", "spectral")  # the discriminators' normalisation (model.d_norm)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -192,6 +193,15 @@ class TrainConfig:
     precision: str = "fp32"  # fp32, or bf16: autocast of the networks' forward passes
     channels_last: bool = False  # NHWC memory format for the convolutional networks
     compile: bool = False  # torch.compile the generator and discriminator steps
+    # their torch.compile mode: default, reduce-overhead (CUDA graphs: for launch-bound GPU
+    # steps; a graph per caption length), max-autotune or max-autotune-no-cudagraphs
+    compile_mode: str = "default"
+    # the same arithmetic in fewer operations, equal to float rounding (so on by default): the
+    # generator's up-blocks as stride-2 transposed convolutions made from their 3x3 weights, on
+    # the CPU the discriminators' large 4x4-output convolutions as one matrix product each, and
+    # the frozen image encoder's BatchNorm folded into its convolutions; false: layer by layer
+    # as the release computes them
+    fast_layers: bool = True
     sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over the global batch
 
     def __post_init__(self) -> None:
@@ -214,6 +224,7 @@ class TrainConfig:
         for key in ("sample_every", "checkpoint_every", "keep_checkpoints"):
             _at_least(f"train.{key}", getattr(self, key), 1)
         _choice("train.precision", self.precision, ("fp32", "bf16"))
+        _choice("train.compile_mode", self.compile_mode, COMPILE_MODES)
 
 
 @dataclass

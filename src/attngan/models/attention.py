@@ -33,14 +33,26 @@ class WordAttention(nn.Module):
         steps = words.size(2)
         check_shape("mask", mask, batch, steps)
         e = self.word_proj(words.transpose(1, 2))  # [B, T, C]  e' = U e
-        query = h.flatten(2)  # [B, C, HW]
-        scores = torch.bmm(query.transpose(1, 2), e.transpose(1, 2))  # [B, HW, T]  h^T e'
-        scores = scores.masked_fill(self._score_mask(mask, height * width), float("-inf"))
+        # channels-last features: their [B, HW, C] view is the scores' left factor as it is, and
+        # the context comes out channels-last too (no transposed copies either way)
+        nhwc = h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous()
+        if nhwc:
+            query = h.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
+        else:
+            query = h.flatten(2).transpose(1, 2)  # [B, HW, C]
+        scores = self._mask_scores(torch.bmm(query, e.transpose(1, 2)), mask)  # [B, HW, T]
         beta = scores.softmax(dim=2)  # Eq. 2: softmax over the words
-        context = torch.bmm(e.transpose(1, 2), beta.transpose(1, 2))  # [B, C, HW]
-        context = context.view(batch, channels, height, width)
+        if nhwc:
+            context = torch.bmm(beta, e).view(batch, height, width, channels).permute(0, 3, 1, 2)
+        else:
+            context = torch.bmm(e.transpose(1, 2), beta.transpose(1, 2))  # [B, C, HW]
+            context = context.view(batch, channels, height, width)
         attention = beta.transpose(1, 2).reshape(batch, steps, height, width)
         return context, attention
+
+    def _mask_scores(self, scores: Tensor, mask: Tensor) -> Tensor:
+        """``h^T e'`` scores ``[B, HW, T]`` with the padded words' at -inf."""
+        return scores.masked_fill(self._score_mask(mask, scores.size(1)), float("-inf"))
 
     def _score_mask(self, mask: Tensor, pixels: int) -> Tensor:
         """The ``[B, HW, T]`` (or broadcastable) padding mask for the scores."""

@@ -23,13 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attngan.models.attention import WordAttention
-from attngan.models.layers import UpBlock, check_shape, fold_batchnorm
-
-# Taps of the stride-2 transposed kernel along one axis, from the 3x3 kernel's taps W0, W1, W2:
-# after nearest x2 upsampling, output row 2i reads input rows i-1 (W0) and i (W1, W2), row 2i+1
-# reads i (W0, W1) and i+1 (W2); a transposed conv (stride 2, padding 1) writes input row i into
-# output rows 2i-1+k, so its taps k = 0..3 are W2, W1+W2, W0+W1, W0.
-_TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+from attngan.models.layers import UpBlock, fold_batchnorm, upsample_conv_weight
 
 # Feature-map elements per slice of a refinement stage on the CPU (see RowChunks): one 256 px
 # image of the birds config per slice, several of the smaller stages.
@@ -46,12 +40,10 @@ def transposed_upsample_conv(conv: nn.Conv2d) -> nn.ConvTranspose2d:
     if conv.groups != 1 or conv.dilation != (1, 1):
         raise ValueError(f"need an ungrouped, undilated convolution (got {conv})")
     weight = conv.weight
-    taps = torch.tensor(_TAPS, dtype=weight.dtype, device=weight.device)
     up = nn.ConvTranspose2d(
         conv.in_channels, conv.out_channels, 4, stride=2, padding=1, bias=conv.bias is not None
     ).to(device=weight.device, dtype=weight.dtype)
-    # [out, in, 3, 3] -> [in, out, 4, 4]: the kernel's taps combined per output phase
-    up.weight.copy_(torch.einsum("ka,lb,oiab->iokl", taps, taps, weight))
+    up.weight.copy_(upsample_conv_weight(weight))  # the kernel's taps combined per phase
     if conv.bias is not None:
         up.bias.copy_(conv.bias)
     return up
@@ -76,10 +68,9 @@ class TransposedUpBlock(nn.Module):
 
 
 class ChannelsLastWordAttention(WordAttention):
-    """:class:`~attngan.models.attention.WordAttention` for channels-last image features: the
-    ``[B, HW, C]`` view of ``h`` is the left factor of the scores as it is, and the context
-    ``beta e'`` comes out ``[B, HW, C]``, channels-last already. An all-False mask (no padding,
-    what the pipeline's batches have) skips the masking."""
+    """:class:`~attngan.models.attention.WordAttention` for the inference copy's channels-last
+    image features (which its forward computes without transposed copies): an all-False mask
+    (no padding, what the pipeline's batches have) on the CPU skips the masking."""
 
     @classmethod
     def from_attention(cls, attention: WordAttention) -> ChannelsLastWordAttention:
@@ -88,20 +79,10 @@ class ChannelsLastWordAttention(WordAttention):
         new.load_state_dict(attention.state_dict())
         return new.to(device=proj.weight.device, dtype=proj.weight.dtype)
 
-    def forward(self, h: Tensor, words: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        batch, channels, height, width = h.shape
-        check_shape("words", words, batch, self.word_proj.in_features, None)
-        steps = words.size(2)
-        check_shape("mask", mask, batch, steps)
-        e = self.word_proj(words.transpose(1, 2))  # [B, T, C]
-        query = h.permute(0, 2, 3, 1).reshape(batch, height * width, channels)  # a view in NHWC
-        scores = torch.bmm(query, e.transpose(1, 2))  # [B, HW, T]
+    def _mask_scores(self, scores: Tensor, mask: Tensor) -> Tensor:
         if mask.device.type != "cpu" or bool(mask.any()):
-            scores = scores.masked_fill(self._score_mask(mask, height * width), float("-inf"))
-        beta = scores.softmax(dim=2)
-        context = torch.bmm(beta, e).view(batch, height, width, channels).permute(0, 3, 1, 2)
-        attention = beta.transpose(1, 2).reshape(batch, steps, height, width)
-        return context, attention
+            return super()._mask_scores(scores, mask)
+        return scores
 
 
 class RowChunks(nn.Module):

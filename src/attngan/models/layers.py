@@ -21,17 +21,79 @@ def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
 
 
+class _ChannelsLastGLU(torch.autograd.Function):
+    """``F.glu(x, 1)`` whose gradient keeps ``x``'s channels-last layout. ATen's ``glu_backward``
+    returns a contiguous (NCHW) gradient, and the BatchNorm backward before it then runs its
+    mixed-layout path: on the CPU 8x slower than either layout alone (the birds generator's
+    BatchNorm + GLU at 256 px: 1.86 s instead of 0.19 s, forward and backward)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return F.glu(x, 1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        a, b = x.chunk(2, 1)
+        gate = torch.sigmoid(b)
+        out = torch.empty_like(x)  # x's layout
+        grad_a, grad_b = out.chunk(2, 1)
+        torch.mul(grad, gate, out=grad_a)  # d/da a·σ(b) = σ(b)
+        torch.mul(grad_a, a, out=grad_b)  # d/db a·σ(b) = a·σ(b)·(1 − σ(b))
+        grad_b.sub_(grad_b * gate)
+        return out
+
+
+def glu(x: Tensor) -> Tensor:
+    """``F.glu(x, dim=1)``; for a channels-last map, with a channels-last gradient too."""
+    nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    if nhwc and x.requires_grad and not x.is_contiguous():
+        return _ChannelsLastGLU.apply(x)
+    return F.glu(x, dim=1)
+
+
+# Taps of the stride-2 transposed kernel along one axis, from the 3x3 kernel's taps W0, W1, W2:
+# after nearest x2 upsampling, output row 2i reads input rows i-1 (W0) and i (W1, W2), row 2i+1
+# reads i (W0, W1) and i+1 (W2); a transposed conv (stride 2, padding 1) writes input row i into
+# output rows 2i-1+k, so its taps k = 0..3 are W2, W1+W2, W0+W1, W0.
+UPSAMPLE_TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+
+
+def upsample_conv_weight(weight: Tensor) -> Tensor:
+    """The ``[in, out, 4, 4]`` kernel of the stride-2 transposed convolution (padding 1) that
+    equals nearest x2 upsampling followed by the 3x3 convolution (padding 1) of ``weight [out,
+    in, 3, 3]``: 16 multiply-adds per input pixel and channel pair instead of 36. Differentiable
+    in ``weight``, and summed in its own dtype even under autocast."""
+    taps = torch.tensor(UPSAMPLE_TAPS, dtype=weight.dtype, device=weight.device)
+    with torch.autocast(weight.device.type, enabled=False):
+        return torch.einsum("ka,lb,oiab->iokl", taps, taps, weight)
+
+
 class UpBlock(nn.Module):
-    """Nearest x2 -> 3x3 conv to 2*out -> BatchNorm -> GLU: [B, in, H, W] -> [B, out, 2H, 2W]."""
+    """Nearest x2 -> 3x3 conv to 2*out -> BatchNorm -> GLU: [B, in, H, W] -> [B, out, 2H, 2W].
+
+    With ``transposed`` (``train.fast_layers``), the upsampling and the convolution run as one
+    stride-2 transposed convolution whose kernel is computed from ``conv.weight`` on every call
+    (:func:`upsample_conv_weight`): the same outputs and gradients to float rounding, 4/9 of the
+    multiply-adds, no upsampled copy of the input; the parameters and their keys are unchanged.
+    """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.conv = conv3x3(in_channels, 2 * out_channels)
         self.bn = nn.BatchNorm2d(2 * out_channels)
+        self.transposed = False
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        return F.glu(self.bn(self.conv(x)), dim=1)
+        if self.transposed:
+            weight = upsample_conv_weight(self.conv.weight)
+            if self.conv.weight.is_contiguous(memory_format=torch.channels_last):
+                weight = weight.contiguous(memory_format=torch.channels_last)  # the model's layout
+            x = F.conv_transpose2d(x, weight, self.conv.bias, stride=2, padding=1)
+        else:
+            x = self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return glu(self.bn(x))
 
 
 class ResBlock(nn.Module):
@@ -45,12 +107,50 @@ class ResBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.glu(self.bn1(self.conv1(x)), dim=1)
+        h = glu(self.bn1(self.conv1(x)))
         return x + self.bn2(self.conv2(h))
 
 
+# A convolution runs as one matrix product (:func:`conv2d_gemm`, ConvBlock.gemm) on the CPU when
+# its output has at most this many pixels per image and its weight at least this many elements:
+# the discriminators' deep layers (4x4 outputs of 4-33 M weights) at the birds and coco widths,
+# where oneDNN ran 40-60 % slower than MKL's matrix product (docs/performance.md)
+GEMM_MAX_PIXELS = 16
+GEMM_MIN_WEIGHT = 2**22
+
+
+def conv2d_gemm(
+    x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int
+) -> Tensor:
+    """``F.conv2d(x, weight, bias, stride, padding)`` as one matrix product of the input's patches
+    (``[B * pixels, in * k * k]``, in the weight's own element order, so a weight of either memory
+    format is read in place) and the weight: the same outputs and gradients to float rounding.
+    The output keeps ``x``'s memory format."""
+    batch, nhwc = x.size(0), x.is_contiguous(memory_format=torch.channels_last)
+    out_channels, _, kh, kw = weight.shape
+    if padding:
+        x = F.pad(x, (padding,) * 4)
+    # [B, rows, cols, in, kh, kw]: every output pixel's patch, a view of the (padded) input
+    patches = x.permute(0, 2, 3, 1).unfold(1, kh, stride).unfold(2, kw, stride)
+    rows, cols = patches.size(1), patches.size(2)
+    if weight.is_contiguous():
+        matrix = weight.view(out_channels, -1)  # [out, in*kh*kw]
+    else:  # channels-last: [out, kh*kw*in]
+        matrix = weight.permute(0, 2, 3, 1).reshape(out_channels, -1)
+        patches = patches.permute(0, 1, 2, 4, 5, 3)
+    # F.linear, whose weight gradient comes out [out, in*k*k] as the weight is laid out (a
+    # product with matrix.t() would give it transposed, and a copy into .grad)
+    out = F.linear(patches.reshape(batch * rows * cols, -1), matrix, bias)
+    out = out.view(batch, rows, cols, out_channels).permute(0, 3, 1, 2)  # channels-last strides
+    return out if nhwc else out.contiguous()
+
+
 class ConvBlock(nn.Module):
-    """Conv (no bias) -> optional BatchNorm -> LeakyReLU(0.2): the discriminators' unit."""
+    """Conv (no bias) -> optional BatchNorm -> LeakyReLU(0.2): the discriminators' unit.
+
+    With ``gemm`` (``train.fast_layers``), on the CPU a convolution with a small output and a large
+    weight (``GEMM_MAX_PIXELS``, ``GEMM_MIN_WEIGHT``) runs as :func:`conv2d_gemm`.
+    """
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel: int, stride: int, norm: bool = True
@@ -59,12 +159,38 @@ class ConvBlock(nn.Module):
         padding = 1  # 4x4 stride 2 halves the side; 3x3 stride 1 keeps it
         self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride, padding, bias=False)
         self.bn = nn.BatchNorm2d(out_channels) if norm else None
+        self.gemm = False
+
+    def _use_gemm(self, x: Tensor) -> bool:
+        if not self.gemm or x.device.type != "cpu" or x.dim() != 4:
+            return False
+        conv = self.conv
+        (kh, kw), (s, _), (p, _) = conv.kernel_size, conv.stride, conv.padding
+        pixels = ((x.size(2) + 2 * p - kh) // s + 1) * ((x.size(3) + 2 * p - kw) // s + 1)
+        weight = conv.out_channels * conv.in_channels * kh * kw
+        return pixels <= GEMM_MAX_PIXELS and weight >= GEMM_MIN_WEIGHT and conv.groups == 1
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.conv(x)
+        if self._use_gemm(x):
+            conv = self.conv
+            x = conv2d_gemm(x, conv.weight, conv.bias, conv.stride[0], conv.padding[0])
+        else:
+            x = self.conv(x)
         if self.bn is not None:
             x = self.bn(x)
         return F.leaky_relu(x, 0.2)
+
+
+def use_fast_layers(model: nn.Module, on: bool = True) -> nn.Module:
+    """Switch ``train.fast_layers`` for every block of ``model``: up-blocks as transposed
+    convolutions (:class:`UpBlock`), large deep convolutions as one matrix product on the CPU
+    (:class:`ConvBlock`). The same outputs and gradients to float rounding; returns ``model``."""
+    for module in model.modules():
+        if isinstance(module, UpBlock):
+            module.transposed = on
+        elif isinstance(module, ConvBlock):
+            module.gemm = on
+    return model
 
 
 @torch.no_grad()

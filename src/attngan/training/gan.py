@@ -42,6 +42,7 @@ from attngan.losses import (
     word_loss,
 )
 from attngan.models import sample_noise
+from attngan.models.layers import fold_batchnorm, use_fast_layers
 from attngan.text import WordSwapper
 from attngan.training import distributed
 from attngan.training.loop import Loop, RunResult, list_checkpoints, resolve_device
@@ -175,6 +176,12 @@ class GANTrainer(Loop):
         self.generator = build_component("generator", config, len(self.vocab)).to(self.device)
         self.discriminators = build_component("discriminators", config, len(self.vocab))
         self.discriminators.to(self.device)
+        # the DAMSM loss's image encoder: with train.fast_layers a copy with BatchNorm folded
+        self.loss_encoder = self.image_encoder
+        if t.fast_layers:
+            use_fast_layers(self.generator)
+            use_fast_layers(self.discriminators)
+            self.loss_encoder = fold_batchnorm(self.image_encoder)
         self.ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
         if t.sync_batchnorm:
             self.generator = distributed.convert_sync_batchnorm(self.generator, self.device)
@@ -182,7 +189,7 @@ class GANTrainer(Loop):
                 self.discriminators, self.device, double_backward=t.r1_gamma > 0
             )
         if t.channels_last:
-            for net in (self.generator, self.ema, self.discriminators, self.image_encoder):
+            for net in {self.generator, self.ema, self.discriminators, self.loss_encoder}:
                 net.to(memory_format=torch.channels_last)
         # fused Adam: one kernel per parameter, no temporary copies of the parameter list
         adam = dict(betas=(t.beta1, t.beta2), fused=True)
@@ -203,9 +210,9 @@ class GANTrainer(Loop):
         ]
         self.damsm_loss = damsm_loss
         if t.compile:
-            self.g_step = torch.compile(self.g_step)
+            self.g_step = torch.compile(self.g_step, mode=t.compile_mode)
             if t.r1_gamma == 0 and t.magp_weight == 0:  # no double backward under compile
-                self.d_steps = [torch.compile(d) for d in self.d_steps]
+                self.d_steps = [torch.compile(d, mode=t.compile_mode) for d in self.d_steps]
             else:
                 log.warning("train.compile: the discriminator steps run eagerly with R1 / MA-GP")
             self.damsm_loss = torch.compile(damsm_loss, dynamic=True)  # captions vary in length
@@ -306,7 +313,7 @@ class GANTrainer(Loop):
                 generator_scale_loss(disc, augment(fake), text.sentence)
                 for disc, fake in zip(self.discriminators, out.images, strict=True)
             )
-            features = self.image_encoder(out.images[-1])
+            features = self.loss_encoder(out.images[-1])
         # DAMSM over the global batch (every caption against every image), in float32
         regions, image = features.regions.float(), features.image.float()
         if self.world.size == 1:
