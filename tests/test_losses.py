@@ -387,3 +387,25 @@ def test_discriminator_hard_negatives_add_weighted_mismatched_pairs():
     none = losses.Mismatched(torch.zeros(0, dtype=torch.long), torch.zeros(0, 8), 3.0)
     torch.testing.assert_close(losses.discriminator_scale_loss(disc, real, fake, sentence,
                                                                hard=none), plain)  # fmt: skip
+
+
+def test_blur_negatives_add_the_blurred_reals_as_fakes():
+    torch.manual_seed(0)
+    disc = Discriminator(16, df=4, embedding_dim=8).eval()
+    real, fake, sentence = torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16), torch.randn(4, 8)
+    plain = losses.discriminator_scale_loss(disc, real, fake, sentence)
+    with_blur = losses.discriminator_scale_loss(disc, real, fake, sentence, blur_negatives=2.0)
+    out = disc(losses.blur_images(real), sentence)
+    bce = F.binary_cross_entropy_with_logits
+    extra = (bce(out.conditional, torch.zeros(4)) + bce(out.unconditional, torch.zeros(4))) / 2
+    torch.testing.assert_close(with_blur, plain + 2.0 * extra)
+
+
+def test_blur_images_keeps_colour_and_removes_edges():
+    image = torch.zeros(1, 3, 48, 48)
+    image[..., 12:36, 12:36] = 1.0  # a sharp square
+    blurred = losses.blur_images(image)  # sigma 1 px at 48 px
+    assert blurred.sum().item() == pytest.approx(image.sum().item(), rel=1e-3)
+    assert blurred[..., 24, 24].min() == pytest.approx(1.0, abs=1e-4)  # inside: unchanged
+    edge = blurred[0, 0, 24, 11:13]  # just outside and inside the left edge
+    assert 0.05 < edge[0] < 0.5 and 0.5 < edge[1] < 0.95

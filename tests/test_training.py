@@ -754,6 +754,7 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
         "magp": ["train.magp_weight=2"],
         "stages": ["train.stage_consistency=3"],
         "d_swap": ["train.d_swap_weight=2", "damsm.swap_words=circle square triangle star"],
+        "blur": ["train.d_blur_negatives=1"],
     }.items():
         recorder = Recorder()
         train_gan(tiny(shapes_root, *base, *extra), damsm=damsm_run, runs=tmp_path / name,
@@ -771,6 +772,7 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
         plain_g + 3 * agree["stages"], rel=1e-4
     )
     assert runs["d_swap"]["d"] != pytest.approx(runs["plain"]["d"], rel=1e-6)
+    assert runs["blur"]["d"] > runs["plain"]["d"]  # one more fake term
     assert runs["d_swap"]["g_adv"] != pytest.approx(runs["plain"]["g_adv"], rel=1e-6)
     with pytest.raises(TrainingError, match="train.d_swap_weight needs the words"):
         train_gan(tiny(shapes_root, "train.d_swap_weight=1"), damsm=damsm_run, runs=tmp_path,

@@ -164,6 +164,9 @@ class TrainConfig:
     # mismatched term, each real image with its own caption with a word swapped
     # (damsm.swap_words), so the conditional heads must check that word, not colour alone
     d_swap_weight: float = 0.0
+    # negative data augmentation (not in the release, 0: off): the weight of one more fake term,
+    # the real images Gaussian-blurred (sigma 1/48 of the side), so blobs are not "real"
+    d_blur_negatives: float = 0.0
     # DF-GAN's matching-aware gradient penalty (not in the release, 0: off): weight k of
     # k * E||(grad_image, grad_sentence) D_cond(real, own sentence)||^magp_power
     magp_weight: float = 0.0
@@ -211,6 +214,7 @@ class TrainConfig:
         _at_least("train.swap_weight", self.swap_weight, 0.0)
         _at_least("train.r1_gamma", self.r1_gamma, 0.0)
         _at_least("train.d_swap_weight", self.d_swap_weight, 0.0)
+        _at_least("train.d_blur_negatives", self.d_blur_negatives, 0.0)
         _at_least("train.magp_weight", self.magp_weight, 0.0)
         _at_least("train.magp_power", self.magp_power, 1.0)
         _at_least("train.mode_seeking", self.mode_seeking, 0.0)

@@ -5,10 +5,12 @@ Shapes: B batch, D joint width, T words (the batch's longest caption), N = h*w i
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
 from attngan.models.discriminator import Discriminator
@@ -259,6 +261,7 @@ def discriminator_scale_loss(
     magp_weight: float = 0.0,
     magp_power: float = 6.0,
     hard: Mismatched | None = None,
+    blur_negatives: float = 0.0,
 ) -> Tensor:
     """One discriminator's loss on real images, detached fakes and mismatched pairs (real image k
     with sentence k+1; ``mismatched`` gives other pairs; ``mismatch=False`` leaves the term out,
@@ -296,7 +299,21 @@ def discriminator_scale_loss(
         loss = loss + magp_weight * matching_aware_penalty(real_cond, real, sentence, magp_power)
     if hard is not None and hard.rows.numel():
         loss = loss + hard.weight * _bce(disc.conditional(real_h[hard.rows], hard.sentence), 0.0)
+    if blur_negatives > 0:
+        blurred = disc(blur_images(real.detach()), sentence)
+        negatives = [_bce(blurred.conditional, 0.0)]
+        if blurred.unconditional is not None:
+            negatives.append(_bce(blurred.unconditional, 0.0))
+        loss = loss + blur_negatives * sum(negatives) / len(negatives)
     return loss
+
+
+def blur_images(images: Tensor, sigma: float = 1 / 48) -> Tensor:
+    """A Gaussian blur of ``sigma`` times the side (1.3 px at 64 px): what stays is colour,
+    place and rough size; corners, points and thin arms go."""
+    s = sigma * images.size(-1)
+    k = 2 * math.ceil(3 * s) + 1
+    return TF.gaussian_blur(images, [k, k], [s, s])
 
 
 def matching_aware_penalty(

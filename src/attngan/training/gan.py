@@ -69,11 +69,12 @@ class DiscriminatorStep(nn.Module):
 
     def __init__(
         self, disc: nn.Module, r1_gamma: float = 0.0, mismatch: bool = True,
-        magp_weight: float = 0.0, magp_power: float = 6.0,
+        magp_weight: float = 0.0, magp_power: float = 6.0, blur_negatives: float = 0.0,
     ) -> None:  # fmt: skip
         super().__init__()
         self.disc, self.r1_gamma, self.mismatch = disc, r1_gamma, mismatch
         self.magp_weight, self.magp_power = magp_weight, magp_power
+        self.blur_negatives = blur_negatives
 
     def forward(
         self, real: Tensor, fake: Tensor, sentence: Tensor, mismatched: Mismatched | None,
@@ -81,7 +82,7 @@ class DiscriminatorStep(nn.Module):
     ) -> Tensor:  # fmt: skip
         return discriminator_scale_loss(
             self.disc, real, fake, sentence, mismatched, self.r1_gamma, self.mismatch,
-            self.magp_weight, self.magp_power, hard,
+            self.magp_weight, self.magp_power, hard, self.blur_negatives,
         )  # fmt: skip
 
 
@@ -202,7 +203,12 @@ class GANTrainer(Loop):
         self.d_steps = [
             distributed.wrap(
                 DiscriminatorStep(
-                    d, t.r1_gamma, config.model.conditional, t.magp_weight, t.magp_power
+                    d,
+                    t.r1_gamma,
+                    config.model.conditional,
+                    t.magp_weight,
+                    t.magp_power,
+                    t.d_blur_negatives,
                 ),
                 self.device,
             )
