@@ -16,9 +16,12 @@
 set -euo pipefail
 OUT=${OUT:-gpu-out}
 BUDGET=${BUDGET:-480}
-# the discriminators' balance (batch or spectral norm) against width (gf = df = 16 or 32)
-HN=train.damsm_lambda=20,train.swap_weight=20
-VARIANTS=${VARIANTS:-"g16:$HN g16sn:$HN,model.d_norm=spectral g32:$HN,model.gf=32,model.df=32 g32sn:$HN,model.gf=32,model.df=32,model.d_norm=spectral"}
+# docs/evaluation.md#diagnosis-the-discriminators-never-ask-for-shapes: blurred reals as fakes
+# (train.d_blur_negatives) are the one change that makes the discriminators score a shape above
+# its blob; beside the preset, with the discriminators' shape hard negatives, CA at its mean and
+# twice the width
+BLUR=train.d_blur_negatives=1
+VARIANTS=${VARIANTS:-"preset:train.damsm_lambda=5 blur:$BLUR blurswap:$BLUR,train.d_swap_weight=1 blurmean:$BLUR,model.ca_sample=false blur32:$BLUR,model.gf=32,model.df=32"}
 WORKERS=${WORKERS:-3}  # data workers per GAN
 DAMSM_SETS=${DAMSM_SETS:-}
 DEVICE=${DEVICE:-cuda}  # cpu for a dry run here
@@ -61,19 +64,23 @@ for variant in $VARIANTS; do
     > "$RES/gan-$name.txt" 2>&1 &
 done
 wait || true
+ckpts=()
 for name in "${names[@]}"; do
   ckpt=$(ls -d "$WORK/runs-$name"/*/checkpoints/step-* | tail -1)
+  ckpts+=("$ckpt")
   mkdir -p "$RES/$name/model"
   cp "$ckpt"/{generator,text_encoder,image_encoder}.safetensors "$ckpt"/{model.json,vocab.json} \
     "$RES/$name/model/"
   echo "$name: stopped at $(basename "$ckpt"); $(grep -h 'steps/s' "$RES/gan-$name.txt" | tail -1)"
   # shellcheck disable=SC2086
   attngan evaluate --model "$ckpt" --data "$WORK/shapes" --device "$DEVICE" --no-progress \
-    --metrics semantic r_precision is --out "$RES/$name/eval.json" $EVAL_ARGS \
-    > "$RES/$name/eval.txt" 2>&1 &
+    --metrics semantic r_precision is shape_realism stage_agreement \
+    --out "$RES/$name/eval.json" $EVAL_ARGS > "$RES/$name/eval.txt" 2>&1 &
 done
 wait || true
+python3 benchmarks/d_shape_probe.py "${ckpts[@]}" > "$RES/d_shape_probe.txt" 2>&1 || true
+cat "$RES/d_shape_probe.txt"
 for name in "${names[@]}"; do echo "== $name"; cat "$RES/$name/eval.txt"; done
 for name in "${names[@]}"; do tar czf "$OUT/$name.tar.gz" -C "$RES" "$name" "gan-$name.txt"; done
-tar czf "$OUT/damsm.tar.gz" -C "$RES" damsm.txt damsm_attributes.txt
+tar czf "$OUT/damsm.tar.gz" -C "$RES" damsm.txt damsm_attributes.txt d_shape_probe.txt
 echo "[$(elapsed) s] done; $OUT/{NAME,damsm}.tar.gz"
