@@ -109,7 +109,10 @@ def _assert_first_step_matches_one_process(two: dict, shapes_root, damsm_run, ru
     for key, value in one["state"].items():
         other = two["state"][key]
         if value.is_floating_point():
-            torch.testing.assert_close(other, value, rtol=1e-4, atol=1e-5, msg=key)
+            # atol: summation order differs between 1 and 2 processes; on some CPUs one weight
+            # of 13,824 landed 1.8e-5 off after Adam's first step (lr 4e-4: a missing gradient
+            # all-reduce moves weights by ~lr)
+            torch.testing.assert_close(other, value, rtol=1e-4, atol=5e-5, msg=key)
         else:
             assert torch.equal(other, value), key
         changed += int(key.endswith("weight") and not torch.equal(value, value * 0))
