@@ -211,14 +211,11 @@ class TrainConfig:
         _at_least("train.batch_size", self.batch_size, 2)
         _at_least("train.epochs", self.epochs, 0)
         _at_least("train.max_steps", self.max_steps, 0)
-        _at_least("train.swap_weight", self.swap_weight, 0.0)
-        _at_least("train.r1_gamma", self.r1_gamma, 0.0)
-        _at_least("train.d_swap_weight", self.d_swap_weight, 0.0)
-        _at_least("train.d_blur_negatives", self.d_blur_negatives, 0.0)
-        _at_least("train.magp_weight", self.magp_weight, 0.0)
+        weights = ("swap_weight", "r1_gamma", "d_swap_weight", "d_blur_negatives", "magp_weight",
+                   "mode_seeking", "stage_consistency")  # fmt: skip
+        for key in weights:  # loss weights: 0 turns a term off, a negative one is a mistake
+            _at_least(f"train.{key}", getattr(self, key), 0.0)
         _at_least("train.magp_power", self.magp_power, 1.0)
-        _at_least("train.mode_seeking", self.mode_seeking, 0.0)
-        _at_least("train.stage_consistency", self.stage_consistency, 0.0)
         if not 0.0 <= self.d_cutout < 1.0:
             raise ConfigError(f"train.d_cutout must be in [0, 1) (got {self.d_cutout})")
         _at_least("train.log_every", self.log_every, 1)
