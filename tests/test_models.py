@@ -552,6 +552,42 @@ def test_glu_keeps_the_gradients_layout(layout):
     assert b.is_contiguous(memory_format=fmt)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_fused_batchnorm_glu_is_batchnorm_then_glu(layout):
+    from attngan.models.layers import batchnorm_glu
+
+    fmt = CL if layout == "channels_last" else torch.contiguous_format
+    torch.manual_seed(0)
+    plain, fused = torch.nn.BatchNorm2d(6).double(), torch.nn.BatchNorm2d(6).double()
+    with torch.no_grad():
+        plain.weight.normal_(1, 0.3), plain.bias.normal_(0, 0.3)
+    fused.load_state_dict(plain.state_dict())
+    for _ in range(2):  # the running statistics follow the same batches
+        x = torch.randn(3, 6, 5, 4, dtype=torch.float64).mul(2).add(1).to(memory_format=fmt)
+        x.requires_grad_(True)
+        a = torch.nn.functional.glu(plain(x), dim=1)
+        b = batchnorm_glu(fused, x, fused=True)
+        assert b.grad_fn.name().startswith("_BatchNormGLU")
+        torch.testing.assert_close(b, a)
+        grads = _grads(b, [x, *fused.parameters()])
+        for ga, gb in zip(_grads(a, [x, *plain.parameters()]), grads, strict=True):
+            torch.testing.assert_close(gb, ga)
+        assert grads[0].is_contiguous(memory_format=fmt)
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(fused.state_dict()[key], value)  # incl. num_batches_tracked
+    # where the fused path does not apply, the plain layers run
+    fused.eval()
+    with torch.no_grad():
+        expected = torch.nn.functional.glu(plain.eval()(x), dim=1)
+        torch.testing.assert_close(batchnorm_glu(fused, x, fused=True), expected)
+    other = type("OtherNorm", (torch.nn.BatchNorm2d,), {})(6).double()  # e.g. SyncBatchNorm
+    assert "_BatchNormGLU" not in batchnorm_glu(other, x, fused=True).grad_fn.name()
+    assert "_BatchNormGLU" in batchnorm_glu(fused.train(), x, fused=True).grad_fn.name()
+    with torch.autocast("cpu", torch.bfloat16):
+        bn = torch.nn.BatchNorm2d(6)
+        assert "_BatchNormGLU" not in batchnorm_glu(bn, x.float(), fused=True).grad_fn.name()
+
+
 @pytest.mark.parametrize("legacy", [False, True])
 def test_word_attention_on_channels_last_features(legacy):
     torch.manual_seed(0)

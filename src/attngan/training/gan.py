@@ -267,6 +267,8 @@ class GANTrainer(Loop):
 
     def train_step(self, batch: Any) -> dict[str, float]:
         t, d = self.config.train, self.config.damsm
+        if t.compile and t.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are done
         cl = torch.channels_last if t.channels_last else torch.contiguous_format
         real = [im.to(self.device, non_blocking=True, memory_format=cl) for im in batch.images]
         b = real[0].size(0)
