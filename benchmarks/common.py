@@ -5,10 +5,14 @@ real training code path runs with nothing downloaded)."""
 from __future__ import annotations
 
 import json
+import os
 import resource
+import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +20,8 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
 
 VOCAB_SIZE = 5450  # the release's birds vocabulary
 
@@ -119,3 +124,74 @@ def random_damsm(folder: Path, config) -> Path:
         "image_encoder": build_component("image_encoder", config, len(vocab)),
     }
     return save_model(folder, "damsm", config, vocab, modules)
+
+
+# --- two code versions side by side: a baseline commit's attngan in worker processes ------------
+
+
+def extract(rev: str, folder: Path) -> Path:
+    """``src/attngan`` of commit ``rev`` under ``folder/src``."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", rev, "src/attngan"], cwd=ROOT, capture_output=True
+    )
+    if archive.returncode:
+        raise SystemExit(
+            f"git archive {rev}: {archive.stderr.decode().strip()} (without git: --baseline-src, "
+            f"a folder made by `git archive {rev} src/attngan | tar -x`, then its src)"
+        )
+    with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder / "src"
+
+
+class WorkerProcess:
+    """A worker process (``command``, run from the repository root) answering one JSON line per
+    JSON request line: ``worker("op", key=value)`` calls ``op(key=value)`` in it (see
+    :func:`serve`). ``send`` and ``receive`` split a call, so that several workers can work at
+    once."""
+
+    def __init__(self, name: str, command: list[str], threads: int = 0) -> None:
+        self.name = name
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads or os.cpu_count())}
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT
+        )
+
+    def send(self, op: str, **kwargs) -> None:
+        self.proc.stdin.write(json.dumps({"op": op, **kwargs}) + "\n")
+        self.proc.stdin.flush()
+
+    def receive(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the {self.name} worker died (see its error above)")
+        return json.loads(line)
+
+    def __call__(self, op: str, **kwargs) -> dict:
+        self.send(op, **kwargs)
+        return self.receive()
+
+    def close(self, kill: bool = False) -> None:
+        if kill:  # stopped midway: do not wait for the worker's current job
+            self.proc.kill()
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def serve(worker: object, src: str, threads: int) -> None:
+    """The worker's side of :class:`WorkerProcess`: import attngan from ``src`` (a baseline's
+    copy, or this checkout's), then answer requests with ``worker``'s methods until stdin ends.
+    ``worker`` is a class, instantiated here after the import."""
+    sys.path.insert(0, src)  # the code to measure, before this checkout's src
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    instance = worker()
+    out = sys.stdout
+    sys.stdout = sys.stderr  # only replies on the pipe
+    for line in sys.stdin:
+        request = json.loads(line)
+        op = request.pop("op")
+        out.write(json.dumps(getattr(instance, op)(**request)) + "\n")
+        out.flush()

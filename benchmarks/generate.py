@@ -24,21 +24,19 @@ images are checked against the baseline's plain call (and the two pipelines agai
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import signal
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-from io import BytesIO
+from functools import partial
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, WorkerProcess, extract, serve  # noqa: E402
 
 STEPS = 18  # words per caption (the birds config's data.max_words)
 TOLERANCE = {"cpu": 1e-4, "cuda": 2e-2}  # max |difference| of images in [-1, 1]; CUDA uses TF32
@@ -169,64 +167,16 @@ class Worker:
 
 
 def worker_main(src: str, device: str, threads: int) -> None:
-    import common  # noqa: F401  (puts this checkout's src first on sys.path)
-
-    sys.path.insert(0, src)  # ... and then the code to measure before it
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    worker = Worker(device)
-    out = sys.stdout
-    sys.stdout = sys.stderr  # only replies on the pipe
-    for line in sys.stdin:
-        request = json.loads(line)
-        op = request.pop("op")
-        out.write(json.dumps(getattr(worker, op)(**request)) + "\n")
-        out.flush()
+    serve(partial(Worker, device), src, threads)
 
 
 # --- the driver --------------------------------------------------------------------------------
 
 
-class Process:
-    def __init__(self, name: str, src: Path, args: argparse.Namespace) -> None:
-        self.name = name
-        command = [sys.executable, __file__, "--worker", str(src), "--device", args.device,
-                   "--threads", str(args.threads)]  # fmt: skip
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads or os.cpu_count())}
-        self.proc = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT
-        )
-
-    def __call__(self, op: str, **kwargs) -> dict:
-        self.proc.stdin.write(json.dumps({"op": op, **kwargs}) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise SystemExit(f"the {self.name} worker died (see its error above)")
-        return json.loads(line)
-
-    def close(self, kill: bool = False) -> None:
-        if kill:  # stopped midway: do not wait for the worker's current timing
-            self.proc.kill()
-        self.proc.stdin.close()
-        self.proc.wait()
-
-
-def extract(rev: str, folder: Path) -> Path:
-    """``src/attngan`` of commit ``rev`` under ``folder/src``."""
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", rev, "src/attngan"], cwd=ROOT, capture_output=True
-    )
-    if archive.returncode:
-        raise SystemExit(
-            f"git archive {rev}: {archive.stderr.decode().strip()} (without git: --baseline-src, "
-            f"a folder made by `git archive {rev} src/attngan | tar -x`, then its src)"
-        )
-    with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
-        tar.extractall(folder, filter="data")
-    return folder / "src"
+def start(name: str, src: Path, args: argparse.Namespace) -> WorkerProcess:
+    command = [sys.executable, __file__, "--worker", str(src), "--device", args.device,
+               "--threads", str(args.threads)]  # fmt: skip
+    return WorkerProcess(name, command, args.threads)
 
 
 def check(workers: dict, batch: int, device: str, folder: Path) -> None:
@@ -295,7 +245,7 @@ def main() -> None:
         folder = Path(tmp)
         baseline = args.baseline_src or extract(args.baseline, folder / "baseline")
         sources = {"baseline": baseline, "current": ROOT / "src"}
-        workers = {name: Process(name, src, args) for name, src in sources.items()}
+        workers = {name: start(name, src, args) for name, src in sources.items()}
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on `kill` too
         finished = False
         try:
