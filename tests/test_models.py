@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from attngan.config import load_config
 from attngan.errors import ModelError
@@ -243,6 +244,18 @@ def test_cnn_image_encoder_shapes_and_resize():
     out = enc(torch.randn(2, 3, 32, 32))
     assert out.regions.shape == (2, D, 4, 4) and out.image.shape == (2, D)
     assert enc(torch.randn(2, 3, 64, 64)).regions.shape == (2, D, 4, 4)
+
+
+def test_cnn_image_encoder_averages_larger_images_down():
+    """A 4x larger image is box-averaged to the encoder's size (bilinear would read 2 of every 4
+    pixels); a size that is no multiple is resized bilinearly."""
+    enc = CNNImageEncoder(D, input_size=32, channels=4).eval()
+    big = torch.randn(2, 3, 128, 128)
+    small = big.unflatten(2, (32, 4)).unflatten(4, (32, 4)).mean(dim=(3, 5))
+    assert torch.allclose(enc(big).image, enc(small).image, atol=1e-5)
+    odd = torch.randn(2, 3, 48, 48)
+    resized = F.interpolate(odd, size=(32, 32), mode="bilinear", align_corners=False)
+    assert torch.allclose(enc(odd).image, enc(resized).image, atol=1e-6)
 
 
 @pytest.fixture(scope="module")

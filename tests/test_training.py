@@ -665,10 +665,25 @@ def test_cli_errors_are_one_line(args, message, capsys, tmp_path):
     assert err[-1].startswith("attngan: error:") and message in err[-1]
 
 
-def test_gan_refuses_encoders_trained_at_another_size(shapes_root, damsm_run, tmp_path, capsys):
-    args = ["train", "--damsm", str(damsm_run), "--set", *TINY, "model.base_size=32"]
+def test_gan_refuses_encoders_trained_at_a_larger_size(shapes_root, damsm_run, tmp_path, capsys):
+    # one stage of 16 px, against the encoder's 32
+    args = ["train", "--damsm", str(damsm_run), "--set", *TINY, "model.stages=1"]
     assert cli.main([*args, "--data", str(shapes_root), "--runs", str(tmp_path)]) == 2
     assert "trained on 32 px" in capsys.readouterr().err
+
+
+def test_gan_with_a_larger_last_stage_scores_it_averaged_down(
+    shapes_root, damsm_run, tmp_path, caplog
+):
+    """Encoders trained at 32 px serve a generator of three stages (16, 32, 64 px): the DAMSM
+    loss sees the 64 px images averaged down to 32 px."""
+    config = tiny(shapes_root, "model.stages=3")
+    with caplog.at_level("INFO", logger="attngan.training.gan"):
+        result = train_gan(config, runs=tmp_path, damsm=damsm_run, device="cpu", progress=False)
+    assert result.status == "finished"
+    assert "64 px images averaged down to the CNN image encoder's 32 px" in caplog.text
+    model = load_model(result.run_dir / "model", components=("generator",))
+    assert model.config.model.image_sizes == [16, 32, 64]
 
 
 @pytest.mark.parametrize("layout", ["cub", "coco", "folder"])

@@ -107,7 +107,8 @@ class CNNImageEncoder(nn.Module):
 
     Args:
         embedding_dim: D.
-        input_size: images are resized to this side first (bilinear), so any stage can be encoded.
+        input_size: images are resized to this side first (averaged down by an integer factor, else
+            bilinear), so any stage can be encoded.
         channels: width of the first block; it doubles at each of the three down-steps.
     """
 
@@ -130,7 +131,10 @@ class CNNImageEncoder(nn.Module):
 
     def forward(self, images: Tensor) -> ImageFeatures:
         check_shape("images", images, None, 3, None, None)
-        if images.shape[-2:] != (self.input_size, self.input_size):
+        side = images.shape[-1]
+        if images.shape[-2] == side and side > self.input_size and side % self.input_size == 0:
+            images = F.avg_pool2d(images, side // self.input_size)  # = bilinear at 2x, no aliasing
+        elif images.shape[-2:] != (self.input_size, self.input_size):
             size = (self.input_size, self.input_size)
             images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
         x = self.down(self.stem(images))  # [B, 8c, s/8, s/8]

@@ -231,12 +231,16 @@ class GANTrainer(Loop):
         model = dataclasses.replace(
             config.model, **{k: getattr(damsm.model, k) for k in ENCODER_KEYS}
         )
-        if model.image_encoder == "cnn" and damsm.model.image_sizes[-1] != model.image_sizes[-1]:
+        trained, last = damsm.model.image_sizes[-1], model.image_sizes[-1]
+        if model.image_encoder == "cnn" and last < trained:  # sides are powers of two
             raise TrainingError(
-                f"the DAMSM's CNN image encoder was trained on {damsm.model.image_sizes[-1]} px "
-                f"images, but this generator's last stage makes {model.image_sizes[-1]} px: "
-                "train DAMSM with the same model.base_size and model.stages"
+                f"the DAMSM's CNN image encoder was trained on {trained} px images, but this "
+                f"generator's last stage makes {last} px: train DAMSM with the same "
+                "model.base_size and model.stages (or a smaller size)"
             )
+        if model.image_encoder == "cnn" and last != trained:
+            log.info("the DAMSM loss scores the last stage's %d px images averaged down to the "
+                     "CNN image encoder's %d px", last, trained)  # fmt: skip
         return dataclasses.replace(config, model=model)
 
     # --- one step
