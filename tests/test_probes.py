@@ -1,0 +1,52 @@
+"""The diagnosis tools of the `shapes` ladder (docs/evaluation.md): the blob twin that
+``benchmarks/d_shape_probe.py`` scores against the real scene, and the linear probes of
+``benchmarks/conditioning_probe.py``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attngan.data.shapes import render_blob_twin
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from conditioning_probe import explained, probe  # noqa: E402
+
+
+def test_blob_twin_keeps_the_scene_but_not_the_outline():
+    sharp, blob, record = render_blob_twin("test", 3, seed=0, image_size=64)
+    a = np.asarray(sharp, dtype=np.float64)
+    b = np.asarray(blob, dtype=np.float64)
+    assert a.shape == b.shape == (64, 64, 3) and record["objects"]
+    near = np.zeros((64, 64), dtype=bool)  # within a few pixels of an object's box
+    for obj in record["objects"]:
+        x0, y0, x1, y1 = obj["bbox"]  # in pixels of the 64 px image
+        near[max(y0 - 6, 0) : y1 + 6, max(x0 - 6, 0) : x1 + 6] = True
+    assert np.array_equal(a[~near], b[~near])  # the background is the same image
+    assert np.abs(a[near] - b[near]).mean() > 1  # the objects are not
+    # softer: the blob's strongest edges inside the objects' boxes are weaker than the shape's
+    grad = lambda img: np.abs(np.diff(img, axis=0))[near[1:]].max()  # noqa: E731
+    assert grad(b) < grad(a)
+
+
+def test_probe_reads_planted_labels_and_not_noise():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 8, (800,))
+    train = torch.arange(800) < 400
+    noise = torch.randn(800, 32)
+    planted = noise.clone()
+    planted[:, :8] += 6 * torch.nn.functional.one_hot(labels, 8)
+    assert probe(planted, labels, train) > 0.9
+    assert probe(noise, labels, train) < 0.25  # chance is 0.125
+
+
+def test_explained_variance_share():
+    labels = torch.arange(100) % 4
+    means = torch.randn(4, 16)
+    assert abs(explained(means[labels], labels) - 1) < 1e-6  # the label is all there is
+    torch.manual_seed(1)
+    assert explained(torch.randn(4000, 16), torch.arange(4000) % 4) < 0.01
