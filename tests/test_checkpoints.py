@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -748,6 +749,20 @@ def test_load_state_dict_file_empty_dict(tmp_path: Path) -> None:
     path = tmp_path / "empty.pth"
     torch.save({}, path)
     assert load_state_dict_file(path) == {}
+
+
+def test_load_state_dict_file_random_bytes_say_not_a_pytorch_file(tmp_path: Path) -> None:
+    """Random bytes fail inside torch.load in many ways (the legacy unpickler's IndexError,
+    ValueError, ...): every one is the same one-line reason (a flaky robustness case before)."""
+    path = tmp_path / "garbage.pth"
+    rng = random.Random(0)
+    for _ in range(300):
+        path.write_bytes(rng.randbytes(rng.choice([1, 2, 5, 64, 700])))
+        with pytest.raises(ModelError) as info:
+            load_state_dict_file(path)
+        message = str(info.value)
+        assert "not a PyTorch file" in message or "truncated or corrupt" in message, message
+        assert "\n" not in message
 
 
 def test_load_state_dict_file_missing(tmp_path: Path) -> None:

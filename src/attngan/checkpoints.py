@@ -271,7 +271,10 @@ def torch_load_failure(exc: BaseException) -> str:
         return "not a PyTorch file, or a corrupt or empty one"
     if "zip archive" in text or "EOF" in text:
         return "truncated or corrupt"
-    return _first_line(exc)
+    if isinstance(exc, OSError):  # unreadable: permissions, a folder, ...
+        return _first_line(exc)
+    # random bytes reach the legacy unpickler, which fails in many ways (IndexError, ValueError)
+    return f"not a PyTorch file, or a corrupt or empty one ({_first_line(exc)})"
 
 
 def _first_line(exc: BaseException) -> str:
