@@ -113,3 +113,10 @@ def test_loss_weights_cannot_be_negative(key):
     with pytest.raises(ConfigError, match=f"{key} must be >= 0"):
         load_config("shapes", [f"{key}=-1"])
     assert load_config("shapes", [f"{key}=0"])  # zero turns the term off
+
+
+@pytest.mark.parametrize("value", ["8", "40", "-16"])
+def test_cnn_size_is_zero_or_a_multiple_of_16(value):
+    with pytest.raises(ConfigError, match="model.cnn_size"):
+        load_config("shapes", [f"model.cnn_size={value}"])
+    assert load_config("shapes", ["model.cnn_size=32"]).model.cnn_size == 32

@@ -682,8 +682,9 @@ def test_gan_with_a_larger_last_stage_scores_it_averaged_down(
         result = train_gan(config, runs=tmp_path, damsm=damsm_run, device="cpu", progress=False)
     assert result.status == "finished"
     assert "64 px images averaged down to the CNN image encoder's 32 px" in caplog.text
-    model = load_model(result.run_dir / "model", components=("generator",))
-    assert model.config.model.image_sizes == [16, 32, 64]
+    model = load_model(result.run_dir / "model")  # the image encoder too, at its own size
+    assert model.config.model.image_sizes == [16, 32, 64] and model.config.model.cnn_size == 32
+    assert model["image_encoder"](torch.zeros(2, 3, 64, 64)).regions.shape[-1] == 4  # 32 / 8
 
 
 @pytest.mark.parametrize("layout", ["cub", "coco", "folder"])

@@ -76,6 +76,9 @@ class ModelConfig:
     legacy_mask_order: bool = False  # reproduce the release's padding-mask tiling (AttnGAN#93)
     inception_align_corners: bool = False  # align_corners of the Inception encoder's 299 resize
     cnn_channels: int = 32  # width of the small CNN image encoder's first block
+    # the CNN image encoder's input side (0: the last stage's); a GAN whose last stage is larger
+    # than its DAMSM's images records the DAMSM's side here
+    cnn_size: int = 0
     # the discriminators' normalisation: batch (the release: BatchNorm after every conv but the
     # first) or spectral (no BatchNorm; spectral norm on every conv, as in SN-GAN)
     d_norm: str = "batch"
@@ -95,6 +98,11 @@ class ModelConfig:
             _at_least(f"model.{key}", getattr(self, key), 1)
         _at_least("model.word_dim", self.word_dim, 1)
         _at_least("model.cnn_channels", self.cnn_channels, 1)
+        if self.cnn_size and (self.cnn_size < 16 or self.cnn_size % 16):
+            raise ConfigError(
+                f"model.cnn_size must be 0 (the last stage's) or a multiple of 16 >= 16 "
+                f"(got {self.cnn_size})"
+            )
         if self.embedding_dim % 2:
             raise ConfigError(f"model.embedding_dim must be even (got {self.embedding_dim})")
         _choice("model.image_encoder", self.image_encoder, IMAGE_ENCODERS)

@@ -231,7 +231,8 @@ class GANTrainer(Loop):
         model = dataclasses.replace(
             config.model, **{k: getattr(damsm.model, k) for k in ENCODER_KEYS}
         )
-        trained, last = damsm.model.image_sizes[-1], model.image_sizes[-1]
+        trained = damsm.model.cnn_size or damsm.model.image_sizes[-1]
+        last = model.image_sizes[-1]
         if model.image_encoder == "cnn" and last < trained:  # sides are powers of two
             raise TrainingError(
                 f"the DAMSM's CNN image encoder was trained on {trained} px images, but this "
@@ -241,6 +242,7 @@ class GANTrainer(Loop):
         if model.image_encoder == "cnn" and last != trained:
             log.info("the DAMSM loss scores the last stage's %d px images averaged down to the "
                      "CNN image encoder's %d px", last, trained)  # fmt: skip
+            model = dataclasses.replace(model, cnn_size=trained)  # saved models rebuild it so
         return dataclasses.replace(config, model=model)
 
     # --- one step
