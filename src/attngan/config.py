@@ -113,6 +113,11 @@ class ModelConfig:
         """The side of each stage's image, smallest first."""
         return [self.base_size * 2**i for i in range(self.stages)]
 
+    @property
+    def cnn_input_size(self) -> int:
+        """The side the CNN image encoder takes: ``cnn_size``, else the last stage's."""
+        return self.cnn_size or self.image_sizes[-1]
+
 
 @dataclass
 class DAMSMConfig:

@@ -55,8 +55,7 @@ def build_image_encoder(m: ModelConfig) -> InceptionImageEncoder | CNNImageEncod
     """The Inception encoder, or the small CNN fed the last stage's images."""
     if m.image_encoder == "inception":
         return InceptionImageEncoder(m.embedding_dim, align_corners=m.inception_align_corners)
-    size = m.cnn_size or m.image_sizes[-1]
-    return CNNImageEncoder(m.embedding_dim, input_size=size, channels=m.cnn_channels)
+    return CNNImageEncoder(m.embedding_dim, input_size=m.cnn_input_size, channels=m.cnn_channels)
 
 
 def build_discriminators(m: ModelConfig, initialize: bool = True) -> nn.ModuleList:

@@ -231,15 +231,14 @@ class GANTrainer(Loop):
         model = dataclasses.replace(
             config.model, **{k: getattr(damsm.model, k) for k in ENCODER_KEYS}
         )
-        trained = damsm.model.cnn_size or damsm.model.image_sizes[-1]
-        last = model.image_sizes[-1]
-        if model.image_encoder == "cnn" and last < trained:  # sides are powers of two
-            raise TrainingError(
-                f"the DAMSM's CNN image encoder was trained on {trained} px images, but this "
-                f"generator's last stage makes {last} px: train DAMSM with the same "
-                "model.base_size and model.stages (or a smaller size)"
-            )
+        trained, last = damsm.model.cnn_input_size, model.image_sizes[-1]
         if model.image_encoder == "cnn" and last != trained:
+            if last < trained:  # sides are powers of two: a larger last stage averages down
+                raise TrainingError(
+                    f"the DAMSM's CNN image encoder was trained on {trained} px images, but this "
+                    f"generator's last stage makes {last} px: train DAMSM with the same "
+                    "model.base_size and model.stages (or a smaller size)"
+                )
             log.info("the DAMSM loss scores the last stage's %d px images averaged down to the "
                      "CNN image encoder's %d px", last, trained)  # fmt: skip
             model = dataclasses.replace(model, cnn_size=trained)  # saved models rebuild it so
