@@ -126,6 +126,14 @@ def random_damsm(folder: Path, config) -> Path:
     return save_model(folder, "damsm", config, vocab, modules)
 
 
+def padded_ids(ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of captions of any lengths -> ``tokens`` ``[B, T]`` (zero-padded) and their
+    ``lengths`` ``[B]``, a text encoder's input."""
+    width = max(map(len, ids))
+    tokens = torch.tensor([i + [0] * (width - len(i)) for i in ids])
+    return tokens, torch.tensor([len(i) for i in ids])
+
+
 # --- two code versions side by side: a baseline commit's attngan in worker processes ------------
 
 

@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 
 from attngan.checkpoints import load_model, read_model_info
 from attngan.errors import AttnGANError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import padded_ids  # noqa: E402
 
 ATTRIBUTES = ("colour", "shape", "size", "position")
 
@@ -37,17 +42,16 @@ def features(path: str, rows: list[dict]) -> dict[str, torch.Tensor]:
     wanted = ("text_encoder", "generator") if kind == "attngan" else ("text_encoder",)
     model = load_model(path, components=wanted)
     encoder = model["text_encoder"].eval()
+    generator = model["generator"].eval() if kind == "attngan" else None
     captions = [caption for row in rows for caption in row["text"]]
     out: dict[str, list[torch.Tensor]] = {"sentence": [], "mu": [], "sigma": []}
     with torch.no_grad():
         for start in range(0, len(captions), 256):
             ids = [model.vocab.encode(c).ids for c in captions[start : start + 256]]
-            width = max(map(len, ids))
-            tokens = torch.tensor([i + [0] * (width - len(i)) for i in ids])
-            sentence = encoder(tokens, torch.tensor([len(i) for i in ids])).sentence
+            sentence = encoder(*padded_ids(ids)).sentence
             out["sentence"].append(sentence)
-            if kind == "attngan":
-                cond = model["generator"].eval().ca(sentence, use_mean=True)
+            if generator is not None:
+                cond = generator.ca(sentence, use_mean=True)
                 out["mu"].append(cond.mu)
                 out["sigma"].append(torch.exp(0.5 * cond.logvar))
     return {k: torch.cat(v) for k, v in out.items() if v}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from pathlib import Path
 
 import torch
@@ -22,6 +23,10 @@ from attngan.data.shapes import COLOURS, SHAPES
 from attngan.data.transforms import to_unit_range
 from attngan.errors import AttnGANError
 from attngan.losses import word_match
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import padded_ids  # noqa: E402
 
 
 def main() -> None:
@@ -56,9 +61,7 @@ def main() -> None:
                 "colour": rng.choice([c for c in COLOURS if c != obj["colour"]])}  # fmt: skip
         captions = [words] + [[swap[k] if w == obj[k] else w for w in words] for k in swap]
         ids = [model.vocab.encode(" ".join(c)).ids for c in captions]
-        width = max(map(len, ids))
-        tokens = torch.tensor([i + [0] * (width - len(i)) for i in ids])
-        lengths = torch.tensor([len(i) for i in ids])
+        tokens, lengths = padded_ids(ids)
         image = load_image(root / row["file_name"]).resize((size, size), Image.BILINEAR)
         x = to_unit_range(image)
         with torch.no_grad():
