@@ -33,7 +33,10 @@ def single_object_rows(data: Path) -> list[dict]:
     if not metadata.is_file():
         raise AttnGANError(f"{metadata} not found: build the set with `attngan data shapes`")
     rows = [json.loads(line) for line in metadata.open()]
-    return [row for row in rows if len(row["objects"]) == 1]
+    rows = [row for row in rows if len(row["objects"]) == 1]
+    if len(rows) < 2:
+        raise AttnGANError(f"{metadata}: fewer than 2 single-object scenes to probe with")
+    return rows
 
 
 def features(path: str, rows: list[dict]) -> dict[str, torch.Tensor]:
