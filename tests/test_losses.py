@@ -409,3 +409,19 @@ def test_blur_images_keeps_colour_and_removes_edges():
     assert blurred[..., 24, 24].min() == pytest.approx(1.0, abs=1e-4)  # inside: unchanged
     edge = blurred[0, 0, 24, 11:13]  # just outside and inside the left edge
     assert 0.05 < edge[0] < 0.5 and 0.5 < edge[1] < 0.95
+
+
+def test_paired_negatives_add_their_fake_loss_with_the_real_captions():
+    torch.manual_seed(0)
+    disc = Discriminator(16, df=4, embedding_dim=8).eval()
+    real, fake, sentence = torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16), torch.randn(4, 8)
+    negatives = torch.randn(4, 3, 16, 16)
+    plain = losses.discriminator_scale_loss(disc, real, fake, sentence)
+    paired = losses.discriminator_scale_loss(disc, real, fake, sentence, negatives=negatives,
+                                             negatives_weight=1.5)  # fmt: skip
+    out = disc(negatives, sentence)
+    bce = F.binary_cross_entropy_with_logits
+    extra = (bce(out.conditional, torch.zeros(4)) + bce(out.unconditional, torch.zeros(4))) / 2
+    torch.testing.assert_close(paired, plain + 1.5 * extra)
+    off = losses.discriminator_scale_loss(disc, real, fake, sentence, negatives=negatives)
+    torch.testing.assert_close(off, plain)  # weight 0: the negatives are not used

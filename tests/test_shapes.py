@@ -359,3 +359,24 @@ def test_default_build(tmp_path: Path) -> None:
     assert 0.2 < np.mean([r["held_out"] for r in test]) < 0.4
     with Image.open(info.root / "test" / test[-1]["file_name"]) as image:
         assert image.size == (128, 128)
+
+
+def test_blob_twins_keep_the_scene_and_soften_the_objects(tmp_path):
+    from attngan.data.shapes import build_blob_twins, build_shapes
+
+    root = tmp_path / "shapes"
+    build_shapes(root, num_train=6, num_test=2, image_size=64, workers=1, progress=False)
+    assert build_blob_twins(root, tmp_path / "twins", progress=False) == 6
+    lines = (root / "train" / "metadata.jsonl").read_text().splitlines()
+    for line in lines:
+        name = json.loads(line)["file_name"]
+        sharp = np.asarray(Image.open(root / "train" / name), dtype=np.int16)
+        twin = np.asarray(Image.open(tmp_path / "twins" / "train" / name), dtype=np.int16)
+        assert twin.shape == sharp.shape
+        changed = np.abs(twin - sharp).max(-1) > 30
+        assert 0 < changed.mean() < 0.2  # the objects' outlines differ, the background does not
+    assert not (tmp_path / "twins" / "test").exists()
+    with pytest.raises(DataError, match="not a shapes build"):
+        build_blob_twins(tmp_path / "twins" / "train", tmp_path / "other", progress=False)
+    with pytest.raises(DataError, match="their own folder"):
+        build_blob_twins(root, root, progress=False)

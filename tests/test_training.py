@@ -795,3 +795,49 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
                   device="cpu", progress=False)  # fmt: skip
     with pytest.raises(ConfigError, match="d_cutout"):
         tiny(shapes_root, "train.d_cutout=1.0")
+
+
+def test_paired_negatives_take_their_images_crop_and_flip(shapes_root, tmp_path):
+    import shutil
+
+    from attngan.data.dataset import open_datasets
+    from attngan.errors import DataError
+
+    copy = tmp_path / "same"
+    shutil.copytree(shapes_root, copy)  # negatives identical to the images: same crop, same pixels
+    config = tiny(shapes_root, f"data.negatives={copy}", "train.d_negatives=1", "data.flip=true")
+    data = open_datasets(config, ["train", "test"], progress=False)
+    train = data["train"]
+    for key in [(0, 5), (3, 11), 1, 2, 7]:  # seeded keys and plain indices (global RNG)
+        sample = train[key]
+        assert len(sample.negatives) == len(sample.images)
+        for image, negative in zip(sample.images, sample.negatives, strict=True):
+            assert torch.equal(image, negative)
+    assert data["test"][0].negatives == ()  # evaluation splits carry none
+    crops = {tuple(train[(0, s)].images[-1].flatten()[:40].tolist()) for s in range(6)}
+    assert len(crops) > 1  # the crops are random, so equality above is not trivial
+    (copy / "train" / "images" / "000002.png").unlink()
+    with pytest.raises(DataError, match="paired negative image not found: .*000002.png"):
+        open_datasets(config, ["train"], progress=False)
+    off = tiny(shapes_root, f"data.negatives={copy}")  # no weight: not loaded, not needed
+    assert open_datasets(off, ["train"], progress=False)["train"][0].negatives == ()
+
+
+def test_gan_trains_with_paired_blob_twins(shapes_root, damsm_run, tmp_path):
+    from attngan.data.shapes import build_blob_twins
+
+    twins = tmp_path / "twins"
+    build_blob_twins(shapes_root, twins, progress=False)
+    runs = {}
+    for name, extra in {"plain": [], "twins": [f"data.negatives={twins}",
+                                               "train.d_negatives=2"]}.items():  # fmt: skip
+        recorder = Recorder()
+        train_gan(tiny(shapes_root, "train.max_steps=1", *extra), damsm=damsm_run,
+                  runs=tmp_path / name, device="cpu", progress=False, on_step=recorder)  # fmt: skip
+        runs[name] = recorder.losses[1]
+    assert runs["twins"]["d"] > runs["plain"]["d"]  # one more fake term
+    # the same images drawn, so the same fakes: the terms D does not touch agree
+    assert runs["twins"]["damsm"] == pytest.approx(runs["plain"]["damsm"], rel=1e-5)
+    with pytest.raises(TrainingError, match="train.d_negatives needs the folder"):
+        train_gan(tiny(shapes_root, "train.d_negatives=1"), damsm=damsm_run, runs=tmp_path,
+                  device="cpu", progress=False)  # fmt: skip

@@ -24,6 +24,9 @@ EXAMPLES = {
     "shapes": """example:
   attngan data shapes --out data/shapes                    # 10,000 train + 1,000 test, 128 px
   attngan data shapes --out /tmp/tiny --num-train 64 --num-test 16 --size 64""",
+    "shapes-twins": """example (paired negatives: the discriminators must tell shapes from blobs):
+  attngan data shapes-twins --data data/shapes --out data/shapes-twins
+  attngan train --data data/shapes --set data.negatives=data/shapes-twins train.d_negatives=1""",
     "data": """examples:
   attngan data shapes --out data/shapes && attngan data preview
   attngan data preview --config birds --data ~/data/birds      # check a CUB folder loads""",
@@ -157,6 +160,17 @@ def cmd_data_shapes(args: argparse.Namespace) -> int:
         info.seconds,
         ", ".join(f"{c} {s}" for c, s in info.held_out_pairs),
     )
+    return 0
+
+
+def cmd_data_shapes_twins(args: argparse.Namespace) -> int:
+    from attngan.data.shapes import build_blob_twins
+    from attngan.fileio import check_writable_folder
+
+    check_writable_folder(args.out, "blob twins folder")
+    count = build_blob_twins(args.data, args.out, progress=not args.quiet)
+    log.info("wrote %d blob twins to %s; train with --set data.negatives=%s "
+             "train.d_negatives=1", count, args.out, args.out)  # fmt: skip
     return 0
 
 
@@ -482,6 +496,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.set_defaults(func=cmd_data_shapes)
+
+    p = _subparser(
+        data_commands,
+        "shapes-twins",
+        "render every `shapes` training image's blob twin (the same scene, each object a soft "
+        "blob): paired negatives for `train.d_negatives`",
+        "shapes-twins",
+    )
+    p.add_argument("--data", type=Path, default=Path("data/shapes"), help="the shapes build "
+                   "(default data/shapes)")  # fmt: skip
+    p.add_argument("--out", type=Path, default=Path("data/shapes-twins"),
+                   help="output folder (default data/shapes-twins)")  # fmt: skip
+    p.set_defaults(func=cmd_data_shapes_twins)
 
     p = _subparser(
         data_commands,

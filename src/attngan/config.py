@@ -47,6 +47,10 @@ class DataConfig:
     # centre-crop as the test split is, when captions say where things are and how big
     random_crop: bool = True
     limit: int = 0  # use only the first N samples of a split (0: all); for quick runs and tests
+    # paired negatives (train.d_negatives): a folder laid out like `root` whose images, at the
+    # same relative paths, are what each training image must not look like (e.g. `attngan data
+    # shapes-twins`); empty: none
+    negatives: str = ""
 
     def __post_init__(self) -> None:
         _choice("data.format", self.format, DATA_FORMATS)
@@ -180,6 +184,9 @@ class TrainConfig:
     # negative data augmentation (not in the release, 0: off): the weight of one more fake term,
     # the real images Gaussian-blurred (sigma 1/48 of the side), so blobs are not "real"
     d_blur_negatives: float = 0.0
+    # paired negative data (not in the release, 0: off): the weight of one more fake term, each
+    # training image's counterpart in data.negatives (same crop), with the image's own caption
+    d_negatives: float = 0.0
     # DF-GAN's matching-aware gradient penalty (not in the release, 0: off): weight k of
     # k * E||(grad_image, grad_sentence) D_cond(real, own sentence)||^magp_power
     magp_weight: float = 0.0
@@ -225,7 +232,7 @@ class TrainConfig:
         _at_least("train.epochs", self.epochs, 0)
         _at_least("train.max_steps", self.max_steps, 0)
         weights = ("swap_weight", "r1_gamma", "d_swap_weight", "d_blur_negatives", "magp_weight",
-                   "mode_seeking", "stage_consistency")  # fmt: skip
+                   "mode_seeking", "stage_consistency", "d_negatives")  # fmt: skip
         for key in weights:  # loss weights: 0 turns a term off, a negative one is a mistake
             _at_least(f"train.{key}", getattr(self, key), 0.0)
         _at_least("train.magp_power", self.magp_power, 1.0)

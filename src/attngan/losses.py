@@ -262,6 +262,8 @@ def discriminator_scale_loss(
     magp_power: float = 6.0,
     hard: Mismatched | None = None,
     blur_negatives: float = 0.0,
+    negatives: Tensor | None = None,
+    negatives_weight: float = 0.0,
 ) -> Tensor:
     """One discriminator's loss on real images, detached fakes and mismatched pairs (real image k
     with sentence k+1; ``mismatched`` gives other pairs; ``mismatch=False`` leaves the term out,
@@ -270,7 +272,10 @@ def discriminator_scale_loss(
     :func:`matching_aware_penalty` (DF-GAN's MA-GP, not in the release either). ``hard`` adds
     ``hard.weight`` times the BCE of real images ``hard.rows`` with ``hard.sentence`` (their own
     captions with a word swapped) as mismatched pairs: hard negatives that differ from the true
-    caption in that word alone, so the conditional head must check it."""
+    caption in that word alone, so the conditional head must check it. ``blur_negatives`` > 0
+    adds that weight times the fake loss of the real images blurred (:func:`blur_images`);
+    ``negatives`` (each real image's paired negative, ``data.negatives``) with
+    ``negatives_weight`` > 0 adds that weight times their fake loss with the real captions."""
     if r1_gamma > 0 or magp_weight > 0:
         real = real.detach().requires_grad_(True)
     if magp_weight > 0:
@@ -301,10 +306,16 @@ def discriminator_scale_loss(
         loss = loss + hard.weight * _bce(disc.conditional(real_h[hard.rows], hard.sentence), 0.0)
     if blur_negatives > 0:
         blurred = disc(blur_images(real.detach()), sentence)
-        negatives = [_bce(blurred.conditional, 0.0)]
+        blur_terms = [_bce(blurred.conditional, 0.0)]
         if blurred.unconditional is not None:
-            negatives.append(_bce(blurred.unconditional, 0.0))
-        loss = loss + blur_negatives * sum(negatives) / len(negatives)
+            blur_terms.append(_bce(blurred.unconditional, 0.0))
+        loss = loss + blur_negatives * sum(blur_terms) / len(blur_terms)
+    if negatives is not None and negatives_weight > 0:
+        paired = disc(negatives.detach(), sentence)
+        terms = [_bce(paired.conditional, 0.0)]
+        if paired.unconditional is not None:
+            terms.append(_bce(paired.unconditional, 0.0))
+        loss = loss + negatives_weight * sum(terms) / len(terms)
     return loss
 
 

@@ -33,6 +33,9 @@ class Sample(NamedTuple):
     class_id: int
     key: str
     caption_index: int  # which of the image's captions was drawn
+    # the image's paired negative (``data.negatives``), one tensor per stage, the same crop and
+    # flip; empty without negatives
+    negatives: list[torch.Tensor] | tuple = ()
 
 
 def load_image(path: Path) -> Image.Image:
@@ -72,6 +75,9 @@ class TextImageDataset(Dataset):
             (chosen from ``seed``) and a centre crop.
         flip: random horizontal flips in training (off for captions that name left and right).
         crop: random crops in training (off: resize and centre crop, as in evaluation).
+        negatives: ``(root, negatives_root)``: each sample also carries the image at the same
+            path relative to ``negatives_root`` as its own has to ``root``, cropped and flipped
+            alike (paired negatives for the discriminators, ``train.d_negatives``).
         skip_bad: check every image once now and drop unreadable ones (their messages are in
             ``skipped``); at draw time a bad image is then replaced by the next good one.
             Otherwise a bad image raises :class:`DataError` naming the file.
@@ -90,6 +96,7 @@ class TextImageDataset(Dataset):
         progress: bool = True,
         flip: bool = True,
         crop: bool = True,
+        negatives: tuple[str | Path, str | Path] | None = None,
     ) -> None:
         self.vocab = vocab
         self.max_words = max_words
@@ -99,12 +106,15 @@ class TextImageDataset(Dataset):
         self.transform = PyramidTransform(list(image_sizes), train, flip, crop)
         self.skipped: list[str] = []
         self.records, self.captions = self._encode(records)
+        self.negatives = None if negatives is None else (Path(negatives[0]), Path(negatives[1]))
         if skip_bad:
             self._drop_unreadable(progress)
         else:
             self._require_images()
         if not self.records:
             raise DataError("no usable samples in this split")
+        if self.negatives is not None:
+            self._require_negatives()
 
     def _encode(self, records: list[Record]) -> tuple[list[Record], list[list[np.ndarray]]]:
         kept, captions, unknown = [], [], 0
@@ -128,6 +138,22 @@ class TextImageDataset(Dataset):
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise DataError(f"image file not found: {missing[0]}{more}")
+
+    def negative_path(self, record: Record) -> Path:
+        """The paired negative of ``record``'s image (needs ``negatives``)."""
+        assert self.negatives is not None
+        root, negatives_root = self.negatives
+        try:
+            relative = record.image.resolve().relative_to(root.resolve())
+        except ValueError:
+            raise DataError(f"{record.image} is not inside the data folder {root}") from None
+        return negatives_root / relative
+
+    def _require_negatives(self) -> None:
+        missing = [p for r in self.records if not (p := self.negative_path(r)).is_file()]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise DataError(f"paired negative image not found: {missing[0]}{more}")
 
     def _drop_unreadable(self, progress: bool) -> None:
         keep = []
@@ -186,8 +212,24 @@ class TextImageDataset(Dataset):
             ids = select_words(captions[choice].tolist(), self.max_words, None)
         tokens = torch.zeros(self.max_words, dtype=torch.int64)
         tokens[: len(ids)] = torch.as_tensor(ids, dtype=torch.int64)
+        if self.negatives is None:
+            images = self.transform(image, record.bbox, generator)
+            return Sample(images, tokens, len(ids), record.class_id, record.key, choice)
+        # the negative takes the same crop and flip: replay the generator's draws
+        if generator is None:
+            seed = int(torch.randint(2**62, ())) if self.train else 0
+            generator = torch.Generator().manual_seed(seed)
+        state = generator.get_state()
         images = self.transform(image, record.bbox, generator)
-        return Sample(images, tokens, len(ids), record.class_id, record.key, choice)
+        generator.set_state(state)
+        negative = load_image(self.negative_path(record))
+        if negative.size != image.size:
+            raise DataError(
+                f"paired negative {self.negative_path(record)} is {negative.size[0]}x"
+                f"{negative.size[1]} px, its image {record.image} {image.size[0]}x{image.size[1]}"
+            )
+        negatives = self.transform(negative, record.bbox, generator)
+        return Sample(images, tokens, len(ids), record.class_id, record.key, choice, negatives)
 
 
 @dataclass
@@ -239,6 +281,9 @@ def open_datasets(
             progress=progress,
             flip=config.data.flip,
             crop=config.data.random_crop,
+            negatives=(data.root, data.negatives)
+            if data.negatives and split == "train" and config.train.d_negatives > 0
+            else None,
         )
         result.skipped += result.splits[split].skipped
     if result.skipped:

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from attngan.errors import DataError
-from attngan.fileio import write_text_atomic
+from attngan.fileio import atomic_path, write_text_atomic
 
 FORMAT_NAME = "attngan-shapes"
 FORMAT_VERSION = 1
@@ -835,6 +835,39 @@ def build_shapes(
     write_text_atomic(root / "info.json", json.dumps(_info_json(info), indent=2) + "\n")
     (root / _MARKER).unlink()
     return info
+
+
+def build_blob_twins(
+    data: str | Path, out: str | Path, splits: Sequence[str] = ("train",), progress: bool = True
+) -> int:
+    """Render the blob twin (:func:`render_blob_twin`) of every image of ``splits`` of the
+    ``shapes`` build in ``data`` into ``out``, at the same relative paths: paired negatives for
+    ``train.d_negatives`` with ``data.negatives=out``. Returns the number of images written."""
+    root, target = Path(data), Path(out)
+    info = _read_json(root / "info.json") if (root / "info.json").is_file() else {}
+    if info.get("format") != FORMAT_NAME:
+        raise DataError(f"{root} is not a shapes build (no shapes info.json); build one with "
+                        "`attngan data shapes`")  # fmt: skip
+    if target.resolve() == root.resolve():
+        raise DataError("the blob twins need their own folder, not the data set's")
+    from attngan.progress import progress_bar
+
+    seed, size = int(info["seed"]), int(info["image_size"])
+    jobs = []
+    for split in splits:
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r} (one of {', '.join(SPLITS)})")
+        lines = (root / split / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
+        jobs += [(split, i, json.loads(line)["file_name"]) for i, line in enumerate(lines)]
+    for split in splits:
+        (target / split / "images").mkdir(parents=True, exist_ok=True)
+    for split, index, name in progress_bar(jobs, desc="blob twins", disable=not progress):
+        _, blob, _ = render_blob_twin(split, index, seed, size)
+        with atomic_path(target / split / name) as path:
+            blob.save(path, format="PNG", compress_level=1)
+    write_text_atomic(target / "info.json", json.dumps({"blob_twins_of": str(root), **info},
+                                                       indent=2) + "\n")  # fmt: skip
+    return len(jobs)
 
 
 def _build_chunks(root: Path, chunks: list[_Chunk], workers: int, total: int,

@@ -70,19 +70,21 @@ class DiscriminatorStep(nn.Module):
     def __init__(
         self, disc: nn.Module, r1_gamma: float = 0.0, mismatch: bool = True,
         magp_weight: float = 0.0, magp_power: float = 6.0, blur_negatives: float = 0.0,
+        negatives_weight: float = 0.0,
     ) -> None:  # fmt: skip
         super().__init__()
         self.disc, self.r1_gamma, self.mismatch = disc, r1_gamma, mismatch
         self.magp_weight, self.magp_power = magp_weight, magp_power
-        self.blur_negatives = blur_negatives
+        self.blur_negatives, self.negatives_weight = blur_negatives, negatives_weight
 
     def forward(
         self, real: Tensor, fake: Tensor, sentence: Tensor, mismatched: Mismatched | None,
-        hard: Mismatched | None = None,
+        hard: Mismatched | None = None, negatives: Tensor | None = None,
     ) -> Tensor:  # fmt: skip
         return discriminator_scale_loss(
             self.disc, real, fake, sentence, mismatched, self.r1_gamma, self.mismatch,
-            self.magp_weight, self.magp_power, hard, self.blur_negatives,
+            self.magp_weight, self.magp_power, hard, self.blur_negatives, negatives,
+            self.negatives_weight,
         )  # fmt: skip
 
 
@@ -172,6 +174,10 @@ class GANTrainer(Loop):
                 which = "train.swap_weight" if t.swap_weight > 0 else "train.d_swap_weight"
                 raise TrainingError(f"{which} needs the words to swap: --set damsm.swap_words=...")
             self.swapper = WordSwapper(config.damsm.swap_words, self.vocab)
+        if t.d_negatives > 0 and not config.data.negatives:
+            raise TrainingError(
+                "train.d_negatives needs the folder of paired negatives: --set data.negatives=DIR"
+            )
         self.text_encoder = encoders["text_encoder"].requires_grad_(False).eval()
         self.image_encoder = encoders["image_encoder"].requires_grad_(False).eval()
         self.generator = build_component("generator", config, len(self.vocab)).to(self.device)
@@ -209,6 +215,7 @@ class GANTrainer(Loop):
                     t.magp_weight,
                     t.magp_power,
                     t.d_blur_negatives,
+                    t.d_negatives,
                 ),
                 self.device,
             )
@@ -276,6 +283,7 @@ class GANTrainer(Loop):
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are done
         cl = torch.channels_last if t.channels_last else torch.contiguous_format
         real = [im.to(self.device, non_blocking=True, memory_format=cl) for im in batch.images]
+        paired = [im.to(self.device, non_blocking=True, memory_format=cl) for im in batch.negatives]
         b = real[0].size(0)
         lengths = batch.length.to(self.device)
         tokens = batch.tokens.to(self.device, non_blocking=True)
@@ -313,7 +321,7 @@ class GANTrainer(Loop):
             disc.requires_grad_(True)
             with amp:
                 loss = step(augment(real[i]), augment(out.images[i]), text.sentence, mismatched,
-                            hard)  # fmt: skip
+                            hard, augment(paired[i]) if paired else None)  # fmt: skip
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)  # freed now: not held through the generator's step
