@@ -5,6 +5,7 @@ quality bar."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -560,3 +561,21 @@ def test_variety_off_shapes_groups_real_images_by_class(shapes_model, tmp_path, 
         "variety"
     ]
     assert v["real_groups"] == 2 and v["real_images"] == 6 and v["real"] > 0
+
+
+def test_semantic_tally_counts_shape_accuracy_per_named_shape():
+    tally = ev.SemanticTally()
+    star = {"colour": "red", "shape": "star", "size": "small", "position": "center"}
+    circle = {"colour": "blue", "shape": "circle", "size": "large", "position": "top left"}
+    verdict = lambda shape_ok: {"colour": True, "shape": shape_ok, "size": True,  # noqa: E731
+                                "position": True, "cell": 4}  # fmt: skip
+    tally.add(ev.EvalItem(0, "a small red star", 0, [star]), [verdict(True)])
+    tally.add(ev.EvalItem(1, "a small red star", 1, [star]), [verdict(False)])
+    tally.add(ev.EvalItem(2, "a red star left of a blue circle", 0, [star, circle], "left of"),
+              [verdict(True), {**verdict(False), "cell": 0}])  # fmt: skip
+    by_shape = tally.result()["shape_by_name"]
+    assert by_shape == {"circle": {"accuracy": 0.0, "objects": 1},
+                        "star": {"accuracy": 2 / 3, "objects": 3}}  # fmt: skip
+    table = format_table({"metrics": {"semantic": tally.result()}, "model": "m", "data": "d",
+                          "num_images": 3, "image_size": 64, "seed": 0, "skipped": {}})  # fmt: skip
+    assert re.search(r"shape by name \(accuracy\) +circle 0 %, star 67 %", table)

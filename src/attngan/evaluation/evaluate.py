@@ -215,11 +215,13 @@ def _relation_holds(relation: str, first: int, second: int) -> bool:
 
 
 class SemanticTally:
-    """Correct / judged counts per attribute, over all items and over held-out-pair items."""
+    """Correct / judged counts per attribute, over all items and over held-out-pair items, and
+    shape accuracy per named shape (all items): which shapes a model draws, which it does not."""
 
     def __init__(self) -> None:
         self.counts = {g: {a: [0, 0] for a in ATTRIBUTES} for g in ("all", "held_out")}
         self.images = {"all": [0, 0], "held_out": [0, 0]}
+        self.by_shape: dict[str, list[int]] = {}
 
     def add(self, item: EvalItem, verdicts: list[dict]) -> None:
         size_named = _size_named(item.caption)
@@ -240,6 +242,10 @@ class SemanticTally:
                     self.counts[group][attr][0] += int(ok)
                     self.counts[group][attr][1] += 1
             image_ok = image_ok and all(judged.values())
+            if obj_i < len(item.objects) and "shape" in item.objects[obj_i]:
+                count = self.by_shape.setdefault(str(item.objects[obj_i]["shape"]), [0, 0])
+                count[0] += int(v["shape"])
+                count[1] += 1
         for group in ("all", "held_out") if item.held_out else ("all",):
             self.images[group][0] += int(image_ok)
             self.images[group][1] += 1
@@ -252,6 +258,10 @@ class SemanticTally:
                 self.images[group][0] / self.images[group][1] if self.images[group][1] else None
             )
             out[group]["images"] = self.images[group][1]
+        out["shape_by_name"] = {
+            shape: {"accuracy": c / n, "objects": n}
+            for shape, (c, n) in sorted(self.by_shape.items())
+        }
         return out
 
 
@@ -753,6 +763,10 @@ def format_table(result: dict) -> str:
             if sem.get(attr) is not None:
                 name = "all attributes" if attr == "all_correct" else attr
                 rows.append((f"{name} ({title}, {sem['images']})", f"{100 * sem[attr]:.1f} %"))
+    by_shape = m.get("semantic", {}).get("shape_by_name")
+    if by_shape:
+        rows.append(("shape by name (accuracy)", ", ".join(
+            f"{shape} {100 * v['accuracy']:.0f} %" for shape, v in by_shape.items())))  # fmt: skip
     if "shape_realism" in m:
         sr = m["shape_realism"]
         rows.append(
