@@ -50,3 +50,13 @@ def test_explained_variance_share():
     assert abs(explained(means[labels], labels) - 1) < 1e-6  # the label is all there is
     torch.manual_seed(1)
     assert explained(torch.randn(4000, 16), torch.arange(4000) % 4) < 0.01
+
+
+def test_d_capacity_trains_a_fresh_discriminator_on_blob_twins():
+    from d_capacity import train_and_score
+
+    rows = train_and_score([], steps=100, scenes=96, test_scenes=48, batch=8, every=100)
+    assert [(size, step) for size, step, _ in rows] == [(32, 0), (32, 100), (64, 0), (64, 100)]
+    shares = {(size, step): share for size, step, share in rows}
+    for size in (32, 64):  # 100 steps on 96 scenes already tell shapes from blobs on new scenes
+        assert shares[(size, 100)] > max(0.65, shares[(size, 0)])
