@@ -829,13 +829,15 @@ def test_gan_trains_with_paired_blob_twins(shapes_root, damsm_run, tmp_path):
     twins = tmp_path / "twins"
     build_blob_twins(shapes_root, twins, progress=False)
     runs = {}
-    for name, extra in {"plain": [], "twins": [f"data.negatives={twins}",
-                                               "train.d_negatives=2"]}.items():  # fmt: skip
+    negatives = [f"data.negatives={twins}", "train.d_negatives=2"]
+    for name, extra in {"plain": [], "twins": negatives,
+                        "later": [*negatives, "train.d_negatives_from=1"]}.items():  # fmt: skip
         recorder = Recorder()
         train_gan(tiny(shapes_root, "train.max_steps=1", *extra), damsm=damsm_run,
                   runs=tmp_path / name, device="cpu", progress=False, on_step=recorder)  # fmt: skip
         runs[name] = recorder.losses[1]
     assert runs["twins"]["d"] > runs["plain"]["d"]  # one more fake term
+    assert runs["later"]["d"] == pytest.approx(runs["plain"]["d"], rel=1e-5)  # not yet at step 1
     # the same images drawn, so the same fakes: the terms D does not touch agree
     assert runs["twins"]["damsm"] == pytest.approx(runs["plain"]["damsm"], rel=1e-5)
     with pytest.raises(TrainingError, match="train.d_negatives needs the folder"):

@@ -187,6 +187,8 @@ class TrainConfig:
     # paired negative data (not in the release, 0: off): the weight of one more fake term, each
     # training image's counterpart in data.negatives (same crop), with the image's own caption
     d_negatives: float = 0.0
+    d_negatives_from: int = 0  # the step from which that term is on (a generator that draws
+    # nothing yet gets no reward for the coarse layout the negatives keep: let it learn that first)
     # DF-GAN's matching-aware gradient penalty (not in the release, 0: off): weight k of
     # k * E||(grad_image, grad_sentence) D_cond(real, own sentence)||^magp_power
     magp_weight: float = 0.0
@@ -231,6 +233,7 @@ class TrainConfig:
         _at_least("train.batch_size", self.batch_size, 2)
         _at_least("train.epochs", self.epochs, 0)
         _at_least("train.max_steps", self.max_steps, 0)
+        _at_least("train.d_negatives_from", self.d_negatives_from, 0)
         weights = ("swap_weight", "r1_gamma", "d_swap_weight", "d_blur_negatives", "magp_weight",
                    "mode_seeking", "stage_consistency", "d_negatives")  # fmt: skip
         for key in weights:  # loss weights: 0 turns a term off, a negative one is a mistake

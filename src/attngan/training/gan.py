@@ -283,7 +283,10 @@ class GANTrainer(Loop):
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are done
         cl = torch.channels_last if t.channels_last else torch.contiguous_format
         real = [im.to(self.device, non_blocking=True, memory_format=cl) for im in batch.images]
-        paired = [im.to(self.device, non_blocking=True, memory_format=cl) for im in batch.negatives]
+        paired = []
+        if self.step >= t.d_negatives_from:  # batches carry none unless train.d_negatives > 0
+            paired = [im.to(self.device, non_blocking=True, memory_format=cl)
+                      for im in batch.negatives]  # fmt: skip
         b = real[0].size(0)
         lengths = batch.length.to(self.device)
         tokens = batch.tokens.to(self.device, non_blocking=True)
