@@ -376,6 +376,12 @@ def test_blob_twins_keep_the_scene_and_soften_the_objects(tmp_path):
         changed = np.abs(twin - sharp).max(-1) > 30
         assert 0 < changed.mean() < 0.2  # the objects' outlines differ, the background does not
     assert not (tmp_path / "twins" / "test").exists()
+    assert build_blob_twins(root, tmp_path / "twins2", progress=False, workers=2) == 6
+    for name in ("000000.png", "000005.png"):  # processes render the same images
+        one, two = (
+            Image.open(tmp_path / t / "train" / "images" / name) for t in ("twins", "twins2")
+        )
+        assert np.array_equal(np.asarray(one), np.asarray(two))
     with pytest.raises(DataError, match="not a shapes build"):
         build_blob_twins(tmp_path / "twins" / "train", tmp_path / "other", progress=False)
     with pytest.raises(DataError, match="their own folder"):

@@ -168,7 +168,10 @@ def cmd_data_shapes_twins(args: argparse.Namespace) -> int:
     from attngan.fileio import check_writable_folder
 
     check_writable_folder(args.out, "blob twins folder")
-    count = build_blob_twins(args.data, args.out, progress=not args.quiet)
+    import os
+
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    count = build_blob_twins(args.data, args.out, progress=not args.quiet, workers=workers)
     log.info("wrote %d blob twins to %s; train with --set data.negatives=%s "
              "train.d_negatives=1", count, args.out, args.out)  # fmt: skip
     return 0
@@ -508,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default data/shapes)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("data/shapes-twins"),
                    help="output folder (default data/shapes-twins)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.set_defaults(func=cmd_data_shapes_twins)
 
     p = _subparser(

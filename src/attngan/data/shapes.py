@@ -837,12 +837,23 @@ def build_shapes(
     return info
 
 
+def _render_twins(target: str, seed: int, size: int, jobs: list[tuple[str, int, str]]) -> int:
+    """Render and save the blob twins of ``jobs`` (split, index, file name) under ``target``."""
+    for split, index, name in jobs:
+        _, blob, _ = render_blob_twin(split, index, seed, size)
+        with atomic_path(Path(target, split, name)) as path:
+            blob.save(path, format="PNG", compress_level=1)
+    return len(jobs)
+
+
 def build_blob_twins(
-    data: str | Path, out: str | Path, splits: Sequence[str] = ("train",), progress: bool = True
-) -> int:
+    data: str | Path, out: str | Path, splits: Sequence[str] = ("train",), progress: bool = True,
+    workers: int = 1,
+) -> int:  # fmt: skip
     """Render the blob twin (:func:`render_blob_twin`) of every image of ``splits`` of the
     ``shapes`` build in ``data`` into ``out``, at the same relative paths: paired negatives for
-    ``train.d_negatives`` with ``data.negatives=out``. Returns the number of images written."""
+    ``train.d_negatives`` with ``data.negatives=out``. ``workers`` > 1 renders in that many
+    processes. Returns the number of images written."""
     root, target = Path(data), Path(out)
     info = _read_json(root / "info.json") if (root / "info.json").is_file() else {}
     if info.get("format") != FORMAT_NAME:
@@ -861,10 +872,18 @@ def build_blob_twins(
         jobs += [(split, i, json.loads(line)["file_name"]) for i, line in enumerate(lines)]
     for split in splits:
         (target / split / "images").mkdir(parents=True, exist_ok=True)
-    for split, index, name in progress_bar(jobs, desc="blob twins", disable=not progress):
-        _, blob, _ = render_blob_twin(split, index, seed, size)
-        with atomic_path(target / split / name) as path:
-            blob.save(path, format="PNG", compress_level=1)
+    _check_int("workers", workers, 1)
+    step = max(1, min(200, -(-len(jobs) // (4 * workers))))  # a few chunks per worker
+    chunks = [jobs[i : i + step] for i in range(0, len(jobs), step)]
+    with progress_bar(total=len(jobs), desc="blob twins", unit="img", disable=not progress) as bar:
+        if workers == 1 or len(chunks) == 1:
+            for chunk in chunks:
+                bar.update(_render_twins(str(target), seed, size, chunk))
+        else:  # spawn, not fork: the caller may hold OpenMP threads (torch)
+            with mp.get_context("spawn").Pool(min(workers, len(chunks))) as pool:
+                tasks = [(str(target), seed, size, chunk) for chunk in chunks]
+                for done in pool.starmap(_render_twins, tasks):
+                    bar.update(done)
     write_text_atomic(target / "info.json", json.dumps({"blob_twins_of": str(root), **info},
                                                        indent=2) + "\n")  # fmt: skip
     return len(jobs)
