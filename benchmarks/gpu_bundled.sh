@@ -22,7 +22,7 @@ BUDGET=${BUDGET:-480}
 # preset's generator still drew blobs. These test, at GPU lengths, the preset beside the twins
 # with the preset's generator and with more generator capacity (2x and 4x the width, 2 residual
 # blocks). All on the DAMSM with the shape hard negatives.
-D_FROM=${D_FROM:-1000}
+D_FROM=${D_FROM:-2000}
 TW="train.d_negatives=1,train.d_negatives_from=$D_FROM"
 VARIANTS=${VARIANTS:-"preset:train.damsm_lambda=5 twins:$TW twins32:$TW,model.gf=32,model.df=32 twins64:$TW,model.gf=64,model.df=64 twinsres2:$TW,model.residual_blocks=2"}
 WORKERS=${WORKERS:-3}  # data workers per GAN
