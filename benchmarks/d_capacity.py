@@ -14,25 +14,10 @@ import argparse
 
 import torch
 import torch.nn.functional as F
+from d_shape_probe import scenes as blob_twin_scenes
 
 from attngan.config import load_config
-from attngan.data.shapes import render_blob_twin
-from attngan.data.transforms import PyramidTransform
 from attngan.models import build_discriminators
-
-
-def pairs(
-    split: str, count: int, sizes: list[int]
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Sharp and blob-twin pyramids of the first ``count`` scenes of ``split``."""
-    transform = PyramidTransform(sizes, train=False)
-    sharp, blob = [], []
-    for i in range(count):
-        real, twin, _ = render_blob_twin(split, i, 0, 128)
-        sharp.append(transform(real))
-        blob.append(transform(twin))
-    stack = lambda rows: [torch.stack([r[k] for r in rows]) for k in range(len(sizes))]  # noqa: E731
-    return stack(sharp), stack(blob)
 
 
 def train_and_score(
@@ -43,8 +28,8 @@ def train_and_score(
     torch.manual_seed(0)
     config = load_config("shapes", overrides)
     sizes = config.model.image_sizes
-    train_sharp, train_blob = pairs("train", scenes, sizes)
-    test_sharp, test_blob = pairs("test", test_scenes, sizes)
+    train_sharp, train_blob, _ = blob_twin_scenes(scenes, sizes, 0, "train")
+    test_sharp, test_blob, _ = blob_twin_scenes(test_scenes, sizes, 0, "test")
     sentence = torch.zeros(1, config.model.embedding_dim)  # the unconditional head ignores it
     rows = []
     for k, disc in enumerate(build_discriminators(config.model)):

@@ -27,12 +27,13 @@ from attngan.evaluation.shapes_classifier import load_shapes_classifier
 from attngan.text import WordSwapper
 
 
-def scenes(count: int, sizes: list[int], seed: int):
-    """Sharp and blob pyramids (one ``[N, 3, s, s]`` per size) and each scene's first caption."""
+def scenes(count: int, sizes: list[int], seed: int, split: str = "test"):
+    """Sharp and blob pyramids (one ``[N, 3, s, s]`` per size) of the first ``count`` scenes of
+    ``split``, and each scene's first caption."""
     transform = PyramidTransform(sizes, train=False)
     sharp, blob, captions = [], [], []
     for i in range(count):
-        real, twin, record = render_blob_twin("test", i, seed, 128)
+        real, twin, record = render_blob_twin(split, i, seed, 128)
         sharp.append(transform(real))
         blob.append(transform(twin))
         captions.append(record["text"][0])

@@ -164,12 +164,12 @@ def cmd_data_shapes(args: argparse.Namespace) -> int:
 
 
 def cmd_data_shapes_twins(args: argparse.Namespace) -> int:
+    import os
+
     from attngan.data.shapes import build_blob_twins
     from attngan.fileio import check_writable_folder
 
     check_writable_folder(args.out, "blob twins folder")
-    import os
-
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     count = build_blob_twins(args.data, args.out, progress=not args.quiet, workers=workers)
     log.info("wrote %d blob twins to %s; train with --set data.negatives=%s "

@@ -305,18 +305,20 @@ def discriminator_scale_loss(
     if hard is not None and hard.rows.numel():
         loss = loss + hard.weight * _bce(disc.conditional(real_h[hard.rows], hard.sentence), 0.0)
     if blur_negatives > 0:
-        blurred = disc(blur_images(real.detach()), sentence)
-        blur_terms = [_bce(blurred.conditional, 0.0)]
-        if blurred.unconditional is not None:
-            blur_terms.append(_bce(blurred.unconditional, 0.0))
-        loss = loss + blur_negatives * sum(blur_terms) / len(blur_terms)
+        loss = loss + blur_negatives * _negative_loss(disc, blur_images(real.detach()), sentence)
     if negatives is not None and negatives_weight > 0:
-        paired = disc(negatives.detach(), sentence)
-        terms = [_bce(paired.conditional, 0.0)]
-        if paired.unconditional is not None:
-            terms.append(_bce(paired.unconditional, 0.0))
-        loss = loss + negatives_weight * sum(terms) / len(terms)
+        loss = loss + negatives_weight * _negative_loss(disc, negatives.detach(), sentence)
     return loss
+
+
+def _negative_loss(disc: Discriminator, images: Tensor, sentence: Tensor) -> Tensor:
+    """The fake loss of extra negative ``images`` with ``sentence``: the mean of the
+    conditional head's BCE and, if there is one, the unconditional head's."""
+    out = disc(images, sentence)
+    terms = [_bce(out.conditional, 0.0)]
+    if out.unconditional is not None:
+        terms.append(_bce(out.unconditional, 0.0))
+    return sum(terms) / len(terms)
 
 
 def blur_images(images: Tensor, sigma: float = 1 / 48) -> Tensor:

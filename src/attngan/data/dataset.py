@@ -50,6 +50,14 @@ def load_image(path: Path) -> Image.Image:
         raise DataError(f"corrupt or truncated image: {path} ({exc})") from None
 
 
+def _require_files(paths: Sequence[Path], what: str) -> None:
+    """DataError naming the first of ``paths`` that is not a file, and how many more are not."""
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DataError(f"{what} not found: {missing[0]}{more}")
+
+
 def select_words(
     ids: Sequence[int], max_words: int, generator: torch.Generator | None
 ) -> list[int]:
@@ -134,10 +142,7 @@ class TextImageDataset(Dataset):
         return kept, captions
 
     def _require_images(self) -> None:
-        missing = [r.image for r in self.records if not r.image.is_file()]
-        if missing:
-            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise DataError(f"image file not found: {missing[0]}{more}")
+        _require_files([r.image for r in self.records], "image file")
 
     def negative_path(self, record: Record) -> Path:
         """The paired negative of ``record``'s image (needs ``negatives``)."""
@@ -150,10 +155,7 @@ class TextImageDataset(Dataset):
         return negatives_root / relative
 
     def _require_negatives(self) -> None:
-        missing = [p for r in self.records if not (p := self.negative_path(r)).is_file()]
-        if missing:
-            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise DataError(f"paired negative image not found: {missing[0]}{more}")
+        _require_files([self.negative_path(r) for r in self.records], "paired negative image")
 
     def _drop_unreadable(self, progress: bool) -> None:
         keep = []

@@ -21,12 +21,13 @@ pure function of ``(seed, split, index, image_size)`` (its captions also of
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing as mp
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -697,15 +698,18 @@ def _render_chunk(chunk: _Chunk) -> tuple[str, list[str]]:
     return chunk.split, lines
 
 
-def _run_chunks(chunks: list[_Chunk], workers: int) -> Iterator[tuple[str, list[str]]]:
-    """Results of :func:`_render_chunk` in task order, in a process pool if ``workers > 1``."""
+def _run_chunks(
+    chunks: list[Any], workers: int, render: Callable[[Any], Any] = _render_chunk
+) -> Iterator[Any]:
+    """Results of ``render`` (a picklable function of one chunk; default :func:`_render_chunk`)
+    in task order, in a process pool if ``workers > 1``."""
     workers = min(workers, len(chunks))
     if workers <= 1:
-        yield from map(_render_chunk, chunks)
+        yield from map(render, chunks)
         return
     # spawn, not fork: the caller may hold CUDA state or OpenMP threads (torch).
     with mp.get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap(_render_chunk, chunks)
+        yield from pool.imap(render, chunks)
 
 
 def _params(num_train: int, num_test: int, image_size: int, seed: int,
@@ -875,15 +879,10 @@ def build_blob_twins(
     _check_int("workers", workers, 1)
     step = max(1, min(200, -(-len(jobs) // (4 * workers))))  # a few chunks per worker
     chunks = [jobs[i : i + step] for i in range(0, len(jobs), step)]
+    render = functools.partial(_render_twins, str(target), seed, size)
     with progress_bar(total=len(jobs), desc="blob twins", unit="img", disable=not progress) as bar:
-        if workers == 1 or len(chunks) == 1:
-            for chunk in chunks:
-                bar.update(_render_twins(str(target), seed, size, chunk))
-        else:  # spawn, not fork: the caller may hold OpenMP threads (torch)
-            with mp.get_context("spawn").Pool(min(workers, len(chunks))) as pool:
-                tasks = [(str(target), seed, size, chunk) for chunk in chunks]
-                for done in pool.starmap(_render_twins, tasks):
-                    bar.update(done)
+        for done in _run_chunks(chunks, workers, render):
+            bar.update(done)
     write_text_atomic(target / "info.json", json.dumps({"blob_twins_of": str(root), **info},
                                                        indent=2) + "\n")  # fmt: skip
     return len(jobs)
