@@ -386,3 +386,11 @@ def test_blob_twins_keep_the_scene_and_soften_the_objects(tmp_path):
         build_blob_twins(tmp_path / "twins" / "train", tmp_path / "other", progress=False)
     with pytest.raises(DataError, match="their own folder"):
         build_blob_twins(root, root, progress=False)
+    with pytest.raises(DataError, match="workers must be >= 1"):
+        build_blob_twins(root, tmp_path / "none", progress=False, workers=0)
+    assert not (tmp_path / "none").exists()  # refused before anything is written
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "info.json").write_text((root / "info.json").read_text())
+    with pytest.raises(DataError, match="cannot read .*metadata.jsonl"):
+        build_blob_twins(tmp_path / "half", tmp_path / "none", progress=False)
+    assert not (tmp_path / "none").exists()

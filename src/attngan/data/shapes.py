@@ -858,6 +858,7 @@ def build_blob_twins(
     ``shapes`` build in ``data`` into ``out``, at the same relative paths: paired negatives for
     ``train.d_negatives`` with ``data.negatives=out``. ``workers`` > 1 renders in that many
     processes. Returns the number of images written."""
+    _check_int("workers", workers, 1)
     root, target = Path(data), Path(out)
     info = _read_json(root / "info.json") if (root / "info.json").is_file() else {}
     if info.get("format") != FORMAT_NAME:
@@ -872,11 +873,14 @@ def build_blob_twins(
     for split in splits:
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r} (one of {', '.join(SPLITS)})")
-        lines = (root / split / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
-        jobs += [(split, i, json.loads(line)["file_name"]) for i, line in enumerate(lines)]
+        metadata = root / split / "metadata.jsonl"
+        try:
+            lines = metadata.read_text(encoding="utf-8").splitlines()
+            jobs += [(split, i, json.loads(line)["file_name"]) for i, line in enumerate(lines)]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"cannot read {metadata}: {exc}") from None
     for split in splits:
         (target / split / "images").mkdir(parents=True, exist_ok=True)
-    _check_int("workers", workers, 1)
     step = max(1, min(200, -(-len(jobs) // (4 * workers))))  # a few chunks per worker
     chunks = [jobs[i : i + step] for i in range(0, len(jobs), step)]
     render = functools.partial(_render_twins, str(target), seed, size)
