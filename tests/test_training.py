@@ -672,6 +672,16 @@ def test_gan_refuses_encoders_trained_at_a_larger_size(shapes_root, damsm_run, t
     assert "trained on 32 px" in capsys.readouterr().err
 
 
+def test_one_stage_gan_trains_and_writes_samples(shapes_root, damsm_run, tmp_path):
+    """A generator of one stage (no refinement stage, so no word attention) trains, and its
+    sample grids are written without an attention figure."""
+    config = tiny(shapes_root, "model.stages=1", "model.base_size=32")
+    result = train_gan(config, runs=tmp_path, damsm=damsm_run, device="cpu", progress=False)
+    assert result.status == "finished"
+    samples = sorted(p.name for p in (result.run_dir / "samples").iterdir())
+    assert "step-00000002.png" in samples and not any("attention" in p for p in samples)
+
+
 def test_gan_with_a_larger_last_stage_scores_it_averaged_down(
     shapes_root, damsm_run, tmp_path, caplog
 ):

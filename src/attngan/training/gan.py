@@ -448,14 +448,17 @@ class GANTrainer(Loop):
         grid = captioned_grid([to_pil(im) for im in out.images[-1].cpu()], captions)
         path = folder / f"step-{self.step:08d}.png"
         grid.save(path)
-        words = captions[0].split()
-        figure = attention_figure(
-            [im[0].cpu() for im in out.images], words, [a[0].cpu() for a in out.attention]
-        )
-        figure.save(folder / f"step-{self.step:08d}-attention.png")
         if self.stats is not None:
             self.stats.image("samples", grid, self.step)
-            self.stats.image("attention", figure, self.step)
+        if out.attention:  # a one-stage generator has no refinement stage, so no attention
+            figure = attention_figure(
+                [im[0].cpu() for im in out.images],
+                captions[0].split(),
+                [a[0].cpu() for a in out.attention],
+            )
+            figure.save(folder / f"step-{self.step:08d}-attention.png")
+            if self.stats is not None:
+                self.stats.image("attention", figure, self.step)
         return path
 
     def periodic(self, step: int) -> None:
