@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from attngan.data.shapes import render_blob_twin
@@ -60,3 +61,34 @@ def test_d_capacity_trains_a_fresh_discriminator_on_blob_twins():
     shares = {(size, step): share for size, step, share in rows}
     for size in (32, 64):  # 100 steps on 96 scenes already tell shapes from blobs on new scenes
         assert shares[(size, 100)] > max(0.65, shares[(size, 0)])
+
+
+def test_g_capacity_fits_a_fresh_generator_to_scenes():
+    from g_capacity import fit_and_score
+
+    rows = fit_and_score([], steps=100, scenes=8, batch=8, every=50)
+    assert [row["step"] for row in rows] == [0, 50, 100]
+    first, last = rows[0], rows[-1]
+    assert set(last) == {"step", "l1", "shape", "colour", "position", "realism"}
+    # told what to draw, the generator learns it, outlines included, within 100 steps
+    assert last["l1"] < 0.3 * first["l1"]
+    assert last["colour"] >= 0.8 > first["colour"]
+    assert last["shape"] >= 0.5 > first["shape"]
+    assert last["realism"] > first["realism"] + 0.3
+
+
+def test_d_generalisation_head_means_batch_as_told():
+    from d_generalisation import head_means
+
+    from attngan.models import Discriminator
+
+    torch.manual_seed(0)
+    images, sentences = torch.randn(7, 3, 16, 16), torch.randn(7, 8)
+    disc = Discriminator(16, df=4, embedding_dim=8).eval()  # eval: each image on its own
+    means = head_means(disc, images, sentences, batch=3)  # batches of 3, 3 and 1
+    with torch.no_grad():
+        whole = disc(images, sentences)
+    assert means["unconditional"] == pytest.approx(whole.unconditional.mean().item(), abs=1e-5)
+    assert means["conditional"] == pytest.approx(whole.conditional.mean().item(), abs=1e-5)
+    only_cond = Discriminator(16, df=4, embedding_dim=8, unconditional=False).eval()
+    assert set(head_means(only_cond, images, sentences, batch=3)) == {"conditional"}

@@ -1,0 +1,97 @@
+"""Do a GAN's discriminators overfit their training images? Each discriminator's mean logits, in
+training mode as in training (BatchNorm on batches of 50, one kind of image each), on real
+training scenes, real test scenes and the checkpoint's own generated images of the test
+captions. Training reals far above test reals means the discriminator memorises its data set
+(the case for data augmentation such as DiffAugment or ADA); both alike, far above the fakes,
+means it wins on what the generator draws, not on memory.
+
+    python benchmarks/d_generalisation.py RUN/checkpoints/step-00001000 [more ...] [--count 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from attngan.checkpoints import load_model
+from attngan.data.dataset import load_image
+from attngan.data.transforms import PyramidTransform
+from attngan.errors import AttnGANError
+from attngan.pipeline import Pipeline
+
+
+@torch.no_grad()
+def head_means(disc: nn.Module, images: Tensor, sentences: Tensor, batch: int = 50) -> dict:
+    """``{"unconditional": mean, "conditional": mean}`` logits of ``disc`` over ``images`` with
+    their ``sentences``, in batches of ``batch`` (the last may be smaller); no unconditional entry
+    for a discriminator without that head."""
+    sums: dict[str, float] = {}
+    for start in range(0, len(images), batch):
+        out = disc(images[start : start + batch], sentences[start : start + batch])
+        for head in ("unconditional", "conditional"):
+            logits = getattr(out, head)
+            if logits is not None:
+                sums[head] = sums.get(head, 0.0) + float(logits.double().sum())
+    return {head: total / len(images) for head, total in sums.items()}
+
+
+def split_scenes(root: Path, split: str, count: int, sizes: list[int]):
+    """The first ``count`` images of a folder split as a pyramid (test transform) and their
+    first captions."""
+    transform = PyramidTransform(sizes, train=False)
+    with open(root / split / "metadata.jsonl", encoding="utf-8") as f:
+        records = [json.loads(line) for line, _ in zip(f, range(count), strict=False)]
+    pyramids = [transform(load_image(root / split / r["file_name"])) for r in records]
+    stages = [torch.stack([p[k] for p in pyramids]) for k in range(len(sizes))]
+    return stages, [r["text"][0] for r in records]
+
+
+def report(checkpoint: str, root: Path, count: int) -> list[str]:
+    model = load_model(checkpoint, components=("discriminators", "text_encoder"))
+    discs, encoder = model["discriminators"].train(), model["text_encoder"].eval()
+    sizes = model.config.model.image_sizes
+
+    def sentences(captions: list[str]) -> Tensor:
+        rows = []
+        with torch.no_grad():
+            for caption in captions:
+                ids = model.vocab.encode(caption, strict=True).ids
+                rows.append(encoder(torch.tensor([ids]), torch.tensor([len(ids)])).sentence[0])
+        return torch.stack(rows)
+
+    train, train_captions = split_scenes(root, "train", count, sizes)
+    test, test_captions = split_scenes(root, "test", count, sizes)
+    fakes = Pipeline.from_pretrained(checkpoint)(test_captions, seed=0, batch_size=50).images
+    kinds = {
+        "train reals": (train, sentences(train_captions)),
+        "test reals": (test, sentences(test_captions)),
+        "fakes": (fakes, sentences(test_captions)),
+    }
+    lines = []
+    for k, disc in enumerate(discs):
+        means = {kind: head_means(disc, ims[k], s) for kind, (ims, s) in kinds.items()}
+        for head in means["fakes"]:
+            cells = "  ".join(f"{kind} {means[kind][head]:+6.2f}" for kind in kinds)
+            lines.append(f"{checkpoint}  D{sizes[k]} {head:<13} mean logit: {cells}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+", help="GAN checkpoint folders")
+    parser.add_argument("--data", type=Path, default=Path("data/shapes"), help="the data folder")
+    parser.add_argument("--count", type=int, default=400, help="images of each kind")
+    args = parser.parse_args()
+    try:
+        for checkpoint in args.checkpoints:
+            print("\n".join(report(checkpoint, args.data, args.count)), flush=True)
+    except (AttnGANError, OSError) as exc:
+        raise SystemExit(f"d_generalisation: error: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()
