@@ -425,3 +425,20 @@ def test_paired_negatives_add_their_fake_loss_with_the_real_captions():
     torch.testing.assert_close(paired, plain + 1.5 * extra)
     off = losses.discriminator_scale_loss(disc, real, fake, sentence, negatives=negatives)
     torch.testing.assert_close(off, plain)  # weight 0: the negatives are not used
+
+
+def test_instance_noise_is_seeded_gaussian_noise_of_the_given_sigma():
+    images = torch.zeros(8, 3, 32, 32)
+    a = losses.instance_noise(images, 0.1, torch.Generator().manual_seed(3))
+    b = losses.instance_noise(images, 0.1, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.dtype == images.dtype
+    assert a.std().item() == pytest.approx(0.1, rel=0.05) and abs(a.mean().item()) < 0.01
+    ramp = torch.linspace(-1, 1, 32).expand(8, 3, 32, 32)
+    assert torch.equal(losses.instance_noise(ramp, 0.0, torch.Generator()), ramp)
+
+
+def test_noise_level_falls_linearly_to_zero():
+    assert losses.noise_level(0.2, 0, 10**6) == 0.2  # constant
+    assert losses.noise_level(0.2, 1000, 0) == 0.2
+    assert losses.noise_level(0.2, 1000, 250) == pytest.approx(0.15)
+    assert losses.noise_level(0.2, 1000, 1000) == 0.0 == losses.noise_level(0.2, 1000, 5000)

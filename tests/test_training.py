@@ -777,6 +777,7 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
         "plain": [],
         "seek": ["train.mode_seeking=1"],
         "cutout": ["train.d_cutout=0.5"],
+        "noise": ["train.d_noise=0.2"],
         "magp": ["train.magp_weight=2"],
         "stages": ["train.stage_consistency=3"],
         "d_swap": ["train.d_swap_weight=2", "damsm.swap_words=circle square triangle star"],
@@ -791,6 +792,8 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
     plain_g = seek["g_adv"] + 5.0 * seek["damsm"] + seek["kl"]
     assert seek["g"] == pytest.approx(plain_g + seek["mode_seeking"], rel=1e-4)
     assert runs["cutout"]["d"] != pytest.approx(runs["plain"]["d"], rel=1e-6)
+    for key in ("d", "g_adv"):  # instance noise changes both losses
+        assert runs["noise"][key] != pytest.approx(runs["plain"][key], rel=1e-6)
     assert runs["magp"]["d"] > runs["plain"]["d"]  # the penalty is part of D's loss
     agree = runs["stages"]
     plain_g = agree["g_adv"] + 5.0 * agree["damsm"] + agree["kl"]
@@ -805,6 +808,9 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
                   device="cpu", progress=False)  # fmt: skip
     with pytest.raises(ConfigError, match="d_cutout"):
         tiny(shapes_root, "train.d_cutout=1.0")
+    for bad in ("train.d_noise=-0.1", "train.d_noise_until=-1"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            tiny(shapes_root, bad)
 
 
 def test_paired_negatives_take_their_images_crop_and_flip(shapes_root, tmp_path):

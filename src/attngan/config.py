@@ -196,6 +196,12 @@ class TrainConfig:
     # DiffAugment cutout for the discriminators (not in the release, 0: off): every image they
     # see, real or fake, has a random square of this fraction of its side zeroed
     d_cutout: float = 0.0
+    # instance noise (Sønderby et al., 2016; not in the release, 0: off): the standard deviation
+    # of Gaussian noise added to every image the discriminators see, real or fake, in both
+    # players' steps (images span [-1, 1]), so a faint noise in flat regions no longer tells a
+    # fake; it falls linearly to 0 at step d_noise_until (0: constant)
+    d_noise: float = 0.0
+    d_noise_until: int = 0
     # MSGAN's mode-seeking term (not in the release, 0: off): its weight; half the batch's
     # captions are drawn a second time with other z, and the generator is rewarded for the
     # image distance per noise distance of the two
@@ -234,8 +240,9 @@ class TrainConfig:
         _at_least("train.epochs", self.epochs, 0)
         _at_least("train.max_steps", self.max_steps, 0)
         _at_least("train.d_negatives_from", self.d_negatives_from, 0)
+        _at_least("train.d_noise_until", self.d_noise_until, 0)
         weights = ("swap_weight", "r1_gamma", "d_swap_weight", "d_blur_negatives", "magp_weight",
-                   "mode_seeking", "stage_consistency", "d_negatives")  # fmt: skip
+                   "mode_seeking", "stage_consistency", "d_negatives", "d_noise")  # fmt: skip
         for key in weights:  # loss weights: 0 turns a term off, a negative one is a mistake
             _at_least(f"train.{key}", getattr(self, key), 0.0)
         _at_least("train.magp_power", self.magp_power, 1.0)

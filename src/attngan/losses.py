@@ -377,6 +377,21 @@ def cutout(images: Tensor, fraction: float, generator: torch.Generator) -> Tenso
     return images * (~inside).to(images.dtype).to(images.device)[:, None]
 
 
+def instance_noise(images: Tensor, sigma: float, generator: torch.Generator) -> Tensor:
+    """``images`` plus Gaussian noise of standard deviation ``sigma`` (drawn on the CPU from
+    ``generator``, so the same on every device), in the images' dtype and device."""
+    noise = torch.randn(images.shape, generator=generator)
+    return images + sigma * noise.to(device=images.device, dtype=images.dtype)
+
+
+def noise_level(sigma: float, until: int, step: int) -> float:
+    """Instance noise at ``step``: ``sigma``, falling linearly to 0 at step ``until`` (0:
+    constant)."""
+    if until <= 0:
+        return sigma
+    return sigma * max(0.0, 1.0 - step / until)
+
+
 def r1_penalty(real_logits: Tensor, real: Tensor) -> Tensor:
     """R1 (Mescheder et al., 2018): the batch mean of the squared gradient norm of the real images'
     logits (summed over heads) with respect to the images, kept in the graph so that the

@@ -33,8 +33,10 @@ from attngan.losses import (
     cutout,
     discriminator_scale_loss,
     generator_scale_loss,
+    instance_noise,
     kl_loss,
     mode_seeking_loss,
+    noise_level,
     sentence_loss,
     sharded_word_loss,
     stage_consistency_loss,
@@ -388,12 +390,20 @@ class GANTrainer(Loop):
         return torch.Generator().manual_seed(key % (2**63))
 
     def _augment(self):
-        """The discriminators' input augmentation of this step (identity when off)."""
-        fraction = self.config.train.d_cutout
-        if fraction <= 0:
+        """The discriminators' input augmentation of this step: cutout, then instance noise
+        (identity when both are off)."""
+        t = self.config.train
+        fraction, sigma = t.d_cutout, noise_level(t.d_noise, t.d_noise_until, self.step)
+        if fraction <= 0 and sigma <= 0:
             return lambda images: images
         gen = self._step_generator(1)
-        return lambda images: cutout(images, fraction, gen)
+
+        def augment(images: Tensor) -> Tensor:
+            if fraction > 0:
+                images = cutout(images, fraction, gen)
+            return instance_noise(images, sigma, gen) if sigma > 0 else images
+
+        return augment
 
     def _mode_seeking(self, z: Tensor, ca: Tensor, text, b: int):
         """One generator pass over the batch plus its first half's captions a second time with
