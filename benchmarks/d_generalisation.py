@@ -1,9 +1,12 @@
-"""Do a GAN's discriminators overfit their training images? Each discriminator's mean logits, in
-training mode as in training (BatchNorm on batches of 50, one kind of image each), on real
-training scenes, real test scenes and the checkpoint's own generated images of the test
-captions. Training reals far above test reals means the discriminator memorises its data set
-(the case for data augmentation such as DiffAugment or ADA); both alike, far above the fakes,
-means it wins on what the generator draws, not on memory.
+"""Do a GAN's discriminators overfit their training images, and what tells them a fake? Each
+discriminator's mean logits, in training mode as in training (BatchNorm on batches of 50, one kind
+of image each), on real training scenes, real test scenes and the checkpoint's own generated
+images of the test captions. Training reals far above test reals means the discriminator
+memorises its data set (the case for data augmentation such as DiffAugment or ADA); both alike,
+far above the fakes, means it wins on what the generator draws, not on memory. Then the test
+reals degraded: with faint Gaussian noise (standard deviation 0.02 and 0.05 of the [-1, 1]
+range) and Gaussian-blurred (sigma 1/48 of the side, as `train.d_blur_negatives`): a real image
+that a faint noise turns "fake" tells that the discriminator reads the noise of flat regions.
 
     python benchmarks/d_generalisation.py RUN/checkpoints/step-00001000 [more ...] [--count 400]
 """
@@ -21,6 +24,7 @@ from attngan.checkpoints import load_model
 from attngan.data.dataset import load_image
 from attngan.data.transforms import PyramidTransform
 from attngan.errors import AttnGANError
+from attngan.losses import blur_images, instance_noise
 from attngan.pipeline import Pipeline
 
 
@@ -66,16 +70,21 @@ def report(checkpoint: str, root: Path, count: int) -> list[str]:
     train, train_captions = split_scenes(root, "train", count, sizes)
     test, test_captions = split_scenes(root, "test", count, sizes)
     fakes = Pipeline.from_pretrained(checkpoint)(test_captions, seed=0, batch_size=50).images
+    own = sentences(test_captions)
+    gen = torch.Generator().manual_seed(0)
     kinds = {
         "train reals": (train, sentences(train_captions)),
-        "test reals": (test, sentences(test_captions)),
-        "fakes": (fakes, sentences(test_captions)),
+        "test reals": (test, own),
+        "fakes": (fakes, own),
+        "test + noise 0.02": ([instance_noise(x, 0.02, gen) for x in test], own),
+        "test + noise 0.05": ([instance_noise(x, 0.05, gen) for x in test], own),
+        "test blurred": ([blur_images(x) for x in test], own),
     }
     lines = []
     for k, disc in enumerate(discs):
         means = {kind: head_means(disc, ims[k], s) for kind, (ims, s) in kinds.items()}
         for head in means["fakes"]:
-            cells = "  ".join(f"{kind} {means[kind][head]:+6.2f}" for kind in kinds)
+            cells = ", ".join(f"{kind} {means[kind][head]:+.2f}" for kind in kinds)
             lines.append(f"{checkpoint}  D{sizes[k]} {head:<13} mean logit: {cells}")
     return lines
 
