@@ -638,3 +638,35 @@ def test_folded_inception_encoder_gives_the_same_features_and_image_gradients():
     (ga,) = torch.autograd.grad(plain.image.sum() + plain.regions.sum(), images)
     (gb,) = torch.autograd.grad(fast.image.sum() + fast.regions.sum(), images)
     torch.testing.assert_close(gb, ga)
+
+
+def test_bilinear_up_block_upsamples_smoothly_in_every_mode():
+    """``model.upsample=bilinear``: the conv sees a bilinear x2 map (no 2x2 pixel blocks), the
+    same with the fast layers switched on (their transposed form is nearest's only), and the
+    generator and the config pass the choice on."""
+    from attngan.errors import ConfigError
+    from attngan.models.layers import UpBlock, use_fast_layers
+
+    torch.manual_seed(0)
+    block = UpBlock(3, 2, mode="bilinear").eval()
+    x = torch.randn(2, 3, 5, 5)
+    with torch.no_grad():
+        want = F.glu(block.bn(block.conv(F.interpolate(x, scale_factor=2.0, mode="bilinear"))), 1)
+        got = block(x)
+        nearest = UpBlock(3, 2).eval()
+        nearest.load_state_dict(block.state_dict())
+        other = nearest(x)
+        use_fast_layers(block)
+        fast = block(x)
+    assert torch.allclose(got, want, atol=1e-6) and torch.allclose(fast, got, atol=1e-6)
+    assert not torch.allclose(other, got, atol=1e-3)
+    with pytest.raises(ValueError, match="mode"):
+        UpBlock(3, 2, mode="bicubic")
+    config = load_config("shapes", ["model.upsample=bilinear"])
+    generator = build_generator(config.model)
+    ups = [m for m in generator.modules() if isinstance(m, UpBlock)]
+    assert len(ups) == 4 and all(m.mode == "bilinear" for m in ups)  # 3 initial + 1 refinement
+    assert all(m.mode == "nearest" for m in build_generator(load_config("shapes").model).modules()
+               if isinstance(m, UpBlock))  # fmt: skip
+    with pytest.raises(ConfigError, match="model.upsample"):
+        load_config("shapes", ["model.upsample=bicubic"])

@@ -351,8 +351,9 @@ def test_inference_copy_generates_the_plain_images(plain_and_fast, monkeypatch, 
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"word_attention": False}, {"initial_attention": True}, {"legacy_mask_order": True}],
-)
+    [{}, {"word_attention": False}, {"initial_attention": True}, {"legacy_mask_order": True},
+     {"upsample": "bilinear"}],
+)  # fmt: skip
 def test_inference_copy_of_every_generator_variant_with_padding(options):
     """Padded captions (which the pipeline never batches) and the release's mask order, which
     makes rows depend on each other: the copy, sliced or not, keeps the generator's outputs."""

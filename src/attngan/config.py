@@ -26,6 +26,7 @@ from attngan.fileio import write_text_atomic
 
 DATA_FORMATS = ("cub", "coco", "folder")
 IMAGE_ENCODERS = ("inception", "cnn")
+UPSAMPLE_MODES = ("nearest", "bilinear")  # the generator's up-blocks (model.upsample)
 D_NORMS = ("batch", "spectral")  # the discriminators' normalisation (model.d_norm)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -91,6 +92,8 @@ class ModelConfig:
     conditional: bool = True
     ca_sample: bool = True  # False: the conditioning is its mean mu, in training and inference
     initial_attention: bool = False  # word attention in the initial stage too (at base/2 px)
+    # the generator's x2 upsampling in every up-block: nearest (the release) or bilinear
+    upsample: str = "nearest"
 
     def __post_init__(self) -> None:
         _at_least("model.stages", self.stages, 1)
@@ -111,6 +114,7 @@ class ModelConfig:
             raise ConfigError(f"model.embedding_dim must be even (got {self.embedding_dim})")
         _choice("model.image_encoder", self.image_encoder, IMAGE_ENCODERS)
         _choice("model.d_norm", self.d_norm, D_NORMS)
+        _choice("model.upsample", self.upsample, UPSAMPLE_MODES)
 
     @property
     def image_sizes(self) -> list[int]:

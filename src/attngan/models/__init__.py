@@ -44,6 +44,7 @@ def build_generator(m: ModelConfig, initialize: bool = True) -> Generator:
         conditional=m.conditional,
         ca_sample=m.ca_sample,
         initial_attention=m.initial_attention,
+        upsample=m.upsample,
     )
 
 

@@ -89,6 +89,7 @@ class InitialStage(nn.Module):
         base_size: int,
         embedding_dim: int | None = None,
         legacy_mask_order: bool = False,
+        upsample: str = "nearest",
     ) -> None:
         super().__init__()
         steps = int(math.log2(base_size // 4))
@@ -100,7 +101,9 @@ class InitialStage(nn.Module):
         if embedding_dim is not None:
             self.attention = WordAttention(widths[-2], embedding_dim, legacy_mask_order)
             widths[-2] *= 2  # the last up-block's input: [h, context]
-        self.up = nn.ModuleList(UpBlock(widths[i], self.channels >> (i + 1)) for i in range(steps))
+        self.up = nn.ModuleList(
+            UpBlock(widths[i], self.channels >> (i + 1), upsample) for i in range(steps)
+        )
 
     def forward(
         self, code: Tensor, words: Tensor | None = None, mask: Tensor | None = None
@@ -129,6 +132,7 @@ class RefinementStage(nn.Module):
         residual_blocks: int,
         legacy_mask_order: bool,
         word_attention: bool = True,
+        upsample: str = "nearest",
     ) -> None:
         super().__init__()
         if word_attention:
@@ -137,7 +141,7 @@ class RefinementStage(nn.Module):
             self.sentence = nn.Linear(embedding_dim, gf, bias=False)
         self.word_attention = word_attention
         self.residual = nn.Sequential(*(ResBlock(2 * gf) for _ in range(residual_blocks)))
-        self.up = UpBlock(2 * gf, gf)
+        self.up = UpBlock(2 * gf, gf, upsample)
 
     def forward(
         self, h: Tensor, words: Tensor, mask: Tensor, sentence: Tensor
@@ -174,6 +178,8 @@ class Generator(nn.Module):
             inference (the release samples ``mu + sigma * eps``).
         initial_attention: word attention inside the initial stage too (see
             :class:`InitialStage`); not in the paper.
+        upsample: the up-blocks' x2 upsampling, ``"nearest"`` (the release) or ``"bilinear"``
+            (see :class:`~attngan.models.layers.UpBlock`).
     """
 
     def __init__(
@@ -191,6 +197,7 @@ class Generator(nn.Module):
         conditional: bool = True,
         ca_sample: bool = True,
         initial_attention: bool = False,
+        upsample: str = "nearest",
     ) -> None:
         super().__init__()
         if stages < 1:
@@ -202,12 +209,14 @@ class Generator(nn.Module):
         self.conditional = conditional
         self.ca = ConditioningAugmentation(embedding_dim, condition_dim, ca_sample)
         refine = (
-            RefinementStage(gf, embedding_dim, residual_blocks, legacy_mask_order, word_attention)
+            RefinementStage(
+                gf, embedding_dim, residual_blocks, legacy_mask_order, word_attention, upsample
+            )
             for _ in range(stages - 1)
         )
         initial = InitialStage(
             z_dim + condition_dim, gf, base_size,
-            embedding_dim if initial_attention else None, legacy_mask_order,
+            embedding_dim if initial_attention else None, legacy_mask_order, upsample,
         )  # fmt: skip
         self.stages = nn.ModuleList([initial, *refine])
         self.to_image = nn.ModuleList(conv3x3(gf, 3) for _ in range(stages))

@@ -122,7 +122,12 @@ def inference_copy(
     model = fold_batchnorm(generator)
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
-            if transposed and isinstance(child, UpBlock) and isinstance(child.bn, nn.Identity):
+            if (
+                transposed
+                and isinstance(child, UpBlock)
+                and child.mode == "nearest"
+                and isinstance(child.bn, nn.Identity)
+            ):
                 setattr(module, name, TransposedUpBlock(child.conv))
             elif channels_last and type(child) is WordAttention:
                 setattr(module, name, ChannelsLastWordAttention.from_attention(child))

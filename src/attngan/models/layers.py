@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from attngan.config import UPSAMPLE_MODES
+
 
 def check_shape(name: str, x: Tensor, *dims: int | None) -> None:
     """Raise a ValueError unless ``x`` has ``len(dims)`` dimensions matching ``dims``
@@ -134,6 +136,8 @@ def upsample_conv_weight(weight: Tensor) -> Tensor:
 
 class UpBlock(nn.Module):
     """Nearest x2 -> 3x3 conv to 2*out -> BatchNorm -> GLU: [B, in, H, W] -> [B, out, 2H, 2W].
+    With ``mode="bilinear"`` (``model.upsample``, not in the release) the upsampling is bilinear
+    (half-pixel centres), which does not repeat each pixel into a 2x2 block.
 
     With ``transposed`` (``train.fast_layers``), the upsampling and the convolution run as one
     stride-2 transposed convolution whose kernel is computed from ``conv.weight`` on every call
@@ -142,14 +146,19 @@ class UpBlock(nn.Module):
     With ``fused`` (``train.fast_layers`` too), BatchNorm and GLU run as :func:`batchnorm_glu`.
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, mode: str = "nearest") -> None:
         super().__init__()
+        if mode not in UPSAMPLE_MODES:
+            raise ValueError(f"mode must be one of {UPSAMPLE_MODES} (got {mode!r})")
         self.conv = conv3x3(in_channels, 2 * out_channels)
         self.bn = nn.BatchNorm2d(2 * out_channels)
+        self.mode = mode
         self.transposed = self.fused = False
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.transposed:
+        if self.mode == "bilinear":  # no transposed form: the kernel identity is nearest's
+            x = self.conv(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
+        elif self.transposed:
             weight = upsample_conv_weight(self.conv.weight)
             if self.conv.weight.is_contiguous(memory_format=torch.channels_last):
                 weight = weight.contiguous(memory_format=torch.channels_last)  # the model's layout
