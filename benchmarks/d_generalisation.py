@@ -14,7 +14,6 @@ that a faint noise turns "fake" tells that the discriminator reads the noise of 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from torch import Tensor, nn
 
 from attngan.checkpoints import load_model
 from attngan.data.dataset import load_image
+from attngan.data.records import SplitRecords, read_records
 from attngan.data.transforms import PyramidTransform
 from attngan.errors import AttnGANError
 from attngan.losses import blur_images, instance_noise
@@ -43,15 +43,14 @@ def head_means(disc: nn.Module, images: Tensor, sentences: Tensor, batch: int = 
     return {head: total / len(images) for head, total in sums.items()}
 
 
-def split_scenes(root: Path, split: str, count: int, sizes: list[int]):
-    """The first ``count`` images of a folder split as a pyramid (test transform) and their
-    first captions."""
+def split_scenes(data: SplitRecords, split: str, count: int, sizes: list[int]):
+    """The first ``count`` images of a split as a pyramid (the test transform, as `attngan
+    evaluate` reads them) and their first captions."""
     transform = PyramidTransform(sizes, train=False)
-    with open(root / split / "metadata.jsonl", encoding="utf-8") as f:
-        records = [json.loads(line) for line, _ in zip(f, range(count), strict=False)]
-    pyramids = [transform(load_image(root / split / r["file_name"])) for r in records]
+    records = data.records.get(split, [])[:count]
+    pyramids = [transform(load_image(r.image), r.bbox) for r in records]
     stages = [torch.stack([p[k] for p in pyramids]) for k in range(len(sizes))]
-    return stages, [r["text"][0] for r in records]
+    return stages, [" ".join(r.captions[0]) for r in records]
 
 
 def report(checkpoint: str, root: Path, count: int) -> list[str]:
@@ -67,8 +66,9 @@ def report(checkpoint: str, root: Path, count: int) -> list[str]:
                 rows.append(encoder(torch.tensor([ids]), torch.tensor([len(ids)])).sentence[0])
         return torch.stack(rows)
 
-    train, train_captions = split_scenes(root, "train", count, sizes)
-    test, test_captions = split_scenes(root, "test", count, sizes)
+    data = read_records(model.config.data.format, root, model.config.data.captions_per_image, False)
+    train, train_captions = split_scenes(data, "train", count, sizes)
+    test, test_captions = split_scenes(data, "test", count, sizes)
     fakes = Pipeline.from_pretrained(checkpoint)(test_captions, seed=0, batch_size=50).images
     own = sentences(test_captions)
     gen = torch.Generator().manual_seed(0)

@@ -29,16 +29,16 @@ from attngan.text import WordSwapper
 
 def scenes(count: int, sizes: list[int], seed: int, split: str = "test"):
     """Sharp and blob pyramids (one ``[N, 3, s, s]`` per size) of the first ``count`` scenes of
-    ``split``, and each scene's first caption."""
+    ``split``, and each scene's record (one caption, its objects)."""
     transform = PyramidTransform(sizes, train=False)
-    sharp, blob, captions = [], [], []
+    sharp, blob, records = [], [], []
     for i in range(count):
         real, twin, record = render_blob_twin(split, i, seed, 128)
         sharp.append(transform(real))
         blob.append(transform(twin))
-        captions.append(record["text"][0])
+        records.append(record)
     stack = lambda rows: [torch.stack([r[k] for r in rows]) for k in range(len(sizes))]  # noqa: E731
-    return stack(sharp), stack(blob), captions
+    return stack(sharp), stack(blob), records
 
 
 @torch.no_grad()
@@ -48,7 +48,8 @@ def probe(checkpoint: str, count: int, seed: int) -> list[str]:
     # its own statistics (the running statistics mix reals and fakes); nothing is saved
     discs, encoder = model["discriminators"].train(), model["text_encoder"].eval()
     sizes = model.config.model.image_sizes
-    sharp, blob, captions = scenes(count, sizes, seed)
+    sharp, blob, records = scenes(count, sizes, seed)
+    captions = [record["text"][0] for record in records]
     swapper, rng = WordSwapper(SHAPE_SWAP_WORDS, model.vocab), random.Random(0)
     sentences, swapped, valid = [], [], []
     for caption in captions:

@@ -16,10 +16,9 @@ from __future__ import annotations
 import argparse
 
 import torch
+from d_shape_probe import scenes as shapes_scenes
 
 from attngan.config import load_config
-from attngan.data.shapes import render_blob_twin
-from attngan.data.transforms import PyramidTransform
 from attngan.evaluation.evaluate import shape_confidences
 from attngan.evaluation.shapes_classifier import (
     _object_cells,
@@ -28,18 +27,6 @@ from attngan.evaluation.shapes_classifier import (
     load_shapes_classifier,
 )
 from attngan.models import build_generator
-
-
-def training_scenes(count: int, sizes: list[int], seed: int = 0):
-    """The first ``count`` training scenes of the `shapes` data set of ``seed``, rendered: one
-    ``[N, 3, s, s]`` pyramid level per size in [-1, 1], and each scene's object list."""
-    transform = PyramidTransform(sizes, train=False)
-    pyramids, objects = [], []
-    for i in range(count):
-        real, _, record = render_blob_twin("train", i, seed, 128)
-        pyramids.append(transform(real))
-        objects.append(record["objects"])
-    return [torch.stack([p[k] for p in pyramids]) for k in range(len(sizes))], objects
 
 
 def fit_and_score(
@@ -51,7 +38,8 @@ def fit_and_score(
     torch.manual_seed(0)
     config = load_config("shapes", overrides)
     m = config.model
-    reals, objects = training_scenes(scenes, m.image_sizes)
+    reals, _, records = shapes_scenes(scenes, m.image_sizes, 0, "train")
+    objects = [record["objects"] for record in records]
     generator = build_generator(m)
     opt = torch.optim.Adam(generator.parameters(), lr=lr or config.train.lr_g,
                            betas=(config.train.beta1, config.train.beta2))  # fmt: skip
