@@ -19,6 +19,7 @@ import torch
 from d_shape_probe import scenes as shapes_scenes
 
 from attngan.config import load_config
+from attngan.errors import AttnGANError
 from attngan.evaluation.evaluate import shape_confidences
 from attngan.evaluation.shapes_classifier import (
     _object_cells,
@@ -90,7 +91,11 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
     overrides = [f"model.gf={args.gf}", *args.set]
-    for row in fit_and_score(overrides, args.steps, args.scenes, lr=args.lr):
+    try:
+        rows = fit_and_score(overrides, args.steps, args.scenes, lr=args.lr)
+    except AttnGANError as exc:  # a bad --set key or value
+        raise SystemExit(f"g_capacity: error: {exc}") from None
+    for row in rows:
         print(f"gf={args.gf} step {row['step']:4d}: L1 {row['l1']:.3f}  shape {row['shape']:6.1%}"
               f"  colour {row['colour']:6.1%}  position {row['position']:6.1%}"
               f"  shape realism {row['realism']:.3f}")  # fmt: skip
