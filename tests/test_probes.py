@@ -92,3 +92,31 @@ def test_d_generalisation_head_means_batch_as_told():
     assert means["conditional"] == pytest.approx(whole.conditional.mean().item(), abs=1e-5)
     only_cond = Discriminator(16, df=4, embedding_dim=8, unconditional=False).eval()
     assert set(head_means(only_cond, images, sentences, batch=3)) == {"conditional"}
+
+
+def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
+    import argparse
+
+    from gan_loop import crispness, load_images, run
+
+    from attngan.data.shapes import build_shapes
+    from attngan.evaluation.shapes_classifier import load_shapes_classifier
+
+    root = tmp_path / "shapes"
+    build_shapes(root, num_train=60, num_test=4, image_size=64, workers=1, progress=False)
+    everything, simple = load_images(root, False), load_images(root, True)
+    assert everything.shape[1:] == (3, 64, 64) and everything.dtype == torch.uint8
+    assert 0 < len(simple) < len(everything)
+    classifier = load_shapes_classifier(None)
+    real = crispness(classifier, everything[:32])
+    blank = crispness(classifier, torch.full((8, 3, 64, 64), 128, dtype=torch.uint8))
+    assert real["crisp"] > 0.8 and real["objects"] >= 1  # the classifier reads real shapes
+    assert blank["objects"] < 0.5
+    for extra in ({}, {"d_head": "patch", "d_norm": "none", "r1": 1.0}, {"recon": 10.0}):
+        args = dict(out=str(tmp_path / "out"), data=str(root), simple=False, steps=4, every=2,
+                    batch=4, lr=2e-4, gf=8, df=8, d_head="global", d_norm="batch", r1=0.0,
+                    recon=0.0, kl=0.01, seed=0)  # fmt: skip
+        rows = run(argparse.Namespace(**{**args, **extra}))
+        assert [row["step"] for row in rows] == [2, 4]
+        assert ("recon_crisp" in rows[-1]) == ("recon" in extra)
+        assert (tmp_path / "out" / "step-00004.png").is_file()
