@@ -9,7 +9,10 @@ beside the same for real images; it saves a grid of 64 samples there too.
 One switch at a time tries a cure: ``--d-head patch`` (one logit per 8x8 cell), ``--d-norm none
 --r1 G`` (a discriminator without BatchNorm, with the R1 penalty), ``--recon W`` (a cVAE-GAN: an
 encoder gives half the batch its real image's z, which the generator must reconstruct, L1 weight
-W, KL weight ``--kl``). ``--simple`` keeps the images with one object on a plain background.
+W, KL weight ``--kl``), ``--d-recon W`` (FastGAN's self-supervised discriminator). ``--simple``
+keeps the images with one object on a plain background. A run is deterministic for its arguments;
+``--every`` is one of them (scoring draws the generator's conditioning noise from torch's global
+generator, which training draws from too).
 
     python benchmarks/gan_loop.py OUT [--data data/shapes] [--simple] [--steps 3000] [--every 500]
 """
@@ -33,6 +36,7 @@ from attngan.evaluation.evaluate import shape_confidences
 from attngan.evaluation.shapes_classifier import _predict, load_shapes_classifier
 from attngan.models.discriminator import Discriminator
 from attngan.models.generator import Generator
+from attngan.models.layers import UpBlock
 
 SIZE, Z_DIM, TEXT_DIM = 64, 100, 128
 
@@ -81,12 +85,50 @@ class UncondDiscriminator(nn.Module):
                 block.bn = None if block.bn is None else nn.Identity()
         self.patch = nn.Conv2d(4 * df, 1, 3, 1, 1) if head == "patch" else None
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.patch is None:
-            return self.net.unconditional(self.net.features(x))
+    def forward(self, x: Tensor, map8: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits; with ``map8`` also the 8x8 feature map."""
         for block in self.net.down[:3]:  # 64 -> 8 px
             x = block(x)
-        return self.patch(x).flatten()
+        h8 = x
+        if self.patch is None:
+            x = self.net.down[3](x)
+            logits = self.net.unconditional(x)
+        else:
+            logits = self.patch(x).flatten()
+        return (logits, h8) if map8 else logits
+
+
+class Decoder(nn.Module):
+    """The discriminator's 8x8 map (``4 df`` channels) -> an image ``2**ups`` times larger:
+    nearest x2, 3x3 conv, BatchNorm, GLU per step, then a 3x3 conv and tanh."""
+
+    def __init__(self, df: int, ups: int) -> None:
+        super().__init__()
+        widths = [4 * df >> i for i in range(ups + 1)]
+        self.ups = nn.ModuleList(UpBlock(widths[i], widths[i + 1]) for i in range(ups))
+        self.out = nn.Conv2d(widths[-1], 3, 3, 1, 1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        for up in self.ups:
+            h = up(h)
+        return torch.tanh(self.out(h))
+
+
+class SelfSupervised(nn.Module):
+    """FastGAN's self-supervised discriminator (Liu et al. 2021), with L1 for LPIPS: from the 8x8
+    map of a real image, one decoder redraws the whole image (64 px), another the quarter of the
+    image under a random quarter of the map (4x4 -> 32 px, full resolution). The discriminator
+    must keep what an image shows, not only the cue that tells this generator's fakes."""
+
+    def __init__(self, df: int) -> None:
+        super().__init__()
+        self.whole, self.part = Decoder(df, 3), Decoder(df, 3)
+
+    def loss(self, h: Tensor, real: Tensor, gen: torch.Generator) -> Tensor:
+        qy, qx = (int(v) for v in torch.randint(0, 2, (2,), generator=gen))
+        part = self.part(h[:, :, 4 * qy : 4 * qy + 4, 4 * qx : 4 * qx + 4])
+        crop = real[:, :, 32 * qy : 32 * qy + 32, 32 * qx : 32 * qx + 32]
+        return (self.whole(h) - real).abs().mean() + (part - crop).abs().mean()
 
 
 class Encoder(nn.Module):
@@ -132,10 +174,12 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     images = load_images(Path(args.data), args.simple)
     g = UncondGenerator(args.gf)
     d = UncondDiscriminator(args.df, args.d_head, args.d_norm)
+    selfsup = SelfSupervised(args.df) if args.d_recon > 0 else None
     enc = Encoder(args.df) if args.recon > 0 else None
     g_params = list(g.parameters()) + (list(enc.parameters()) if enc else [])
     opt_g = torch.optim.Adam(g_params, args.lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(d.parameters(), args.lr, betas=(0.5, 0.999))
+    d_params = list(d.parameters()) + (list(selfsup.parameters()) if selfsup else [])
+    opt_d = torch.optim.Adam(d_params, args.lr, betas=(0.5, 0.999))
     classifier = load_shapes_classifier(None)
     fixed = torch.randn(64, Z_DIM, generator=torch.Generator().manual_seed(args.seed + 7))
     scored = torch.randn(240, Z_DIM, generator=torch.Generator().manual_seed(args.seed + 8))
@@ -153,8 +197,10 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         fake = g(z)
         if args.r1 > 0:
             real.requires_grad_(True)
-        real_logits = d(real)
+        real_logits, h8 = d(real, map8=True)
         d_loss = F.softplus(-real_logits).mean() + F.softplus(d(fake.detach())).mean()
+        if selfsup is not None:
+            d_loss = d_loss + args.d_recon * selfsup.loss(h8, real.detach(), gen)
         if args.r1 > 0:
             (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
             d_loss = d_loss + 0.5 * args.r1 * grad.pow(2).flatten(1).sum(1).mean()
@@ -208,6 +254,12 @@ def main() -> None:
     parser.add_argument("--df", type=int, default=16)
     parser.add_argument("--d-head", choices=("global", "patch"), default="global")
     parser.add_argument("--d-norm", choices=("batch", "none"), default="batch")
+    parser.add_argument(
+        "--d-recon",
+        type=float,
+        default=0.0,
+        help="weight of the self-supervised discriminator's L1 (0: off)",
+    )
     parser.add_argument("--r1", type=float, default=0.0, help="R1 penalty weight gamma")
     parser.add_argument("--recon", type=float, default=0.0, help="cVAE-GAN's L1 weight (0: off)")
     parser.add_argument("--kl", type=float, default=0.01, help="cVAE-GAN's KL weight")
