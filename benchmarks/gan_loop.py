@@ -9,10 +9,11 @@ beside the same for real images; it saves a grid of 64 samples there too.
 One switch at a time tries a cure: ``--d-head patch`` (one logit per 8x8 cell), ``--d-norm none
 --r1 G`` (a discriminator without BatchNorm, with the R1 penalty), ``--recon W`` (a cVAE-GAN: an
 encoder gives half the batch its real image's z, which the generator must reconstruct, L1 weight
-W, KL weight ``--kl``), ``--d-recon W`` (FastGAN's self-supervised discriminator). ``--simple``
-keeps the images with one object on a plain background. A run is deterministic for its arguments;
-``--every`` is one of them (scoring draws the generator's conditioning noise from torch's global
-generator, which training draws from too).
+W, KL weight ``--kl``), ``--d-recon W`` (FastGAN's self-supervised discriminator), ``--d-batch
+joint`` (BatchNorm over reals and fakes as one batch). ``--simple`` keeps the images with one
+object on a plain background. A run is deterministic for its arguments; ``--every`` is one of
+them (scoring draws the generator's conditioning noise from torch's global generator, which
+training draws from too).
 
     python benchmarks/gan_loop.py OUT [--data data/shapes] [--simple] [--steps 3000] [--every 500]
 """
@@ -197,8 +198,13 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         fake = g(z)
         if args.r1 > 0:
             real.requires_grad_(True)
-        real_logits, h8 = d(real, map8=True)
-        d_loss = F.softplus(-real_logits).mean() + F.softplus(d(fake.detach())).mean()
+        if args.d_batch == "joint":  # one BatchNorm batch of reals and fakes
+            logits, h8 = d(torch.cat([real, fake.detach()]), map8=True)
+            real_logits, fake_logits, h8 = logits[: len(real)], logits[len(real) :], h8[: len(real)]
+        else:  # the release's: reals and fakes normalised each by their own statistics
+            real_logits, h8 = d(real, map8=True)
+            fake_logits = d(fake.detach())
+        d_loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
         if selfsup is not None:
             d_loss = d_loss + args.d_recon * selfsup.loss(h8, real.detach(), gen)
         if args.r1 > 0:
@@ -207,7 +213,10 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
-        g_loss = F.softplus(-d(fake)).mean()
+        if args.d_batch == "joint":
+            g_loss = F.softplus(-d(torch.cat([real.detach(), fake]))[len(real) :]).mean()
+        else:
+            g_loss = F.softplus(-d(fake)).mean()
         if enc is not None:
             rec = (fake[:half] - real[:half].detach()).abs().mean()
             kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
@@ -259,6 +268,12 @@ def main() -> None:
         type=float,
         default=0.0,
         help="weight of the self-supervised discriminator's L1 (0: off)",
+    )
+    parser.add_argument(
+        "--d-batch",
+        choices=("separate", "joint"),
+        default="separate",
+        help="BatchNorm over reals and fakes apart (the release) or together",
     )
     parser.add_argument("--r1", type=float, default=0.0, help="R1 penalty weight gamma")
     parser.add_argument("--recon", type=float, default=0.0, help="cVAE-GAN's L1 weight (0: off)")
