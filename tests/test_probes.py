@@ -113,11 +113,11 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
     assert real["crisp"] > 0.8 and real["objects"] >= 1  # the classifier reads real shapes
     assert blank["objects"] < 0.5
     variants = ({}, {"d_head": "patch", "d_norm": "none", "r1": 1.0}, {"recon": 10.0},
-                {"d_recon": 1.0})  # fmt: skip
+                {"d_recon": 1.0, "d_batch": "joint"})  # fmt: skip
     for extra in variants:
         args = dict(out=str(tmp_path / "out"), data=str(root), simple=False, steps=4, every=2,
                     batch=4, lr=2e-4, gf=8, df=8, d_head="global", d_norm="batch", r1=0.0,
-                    recon=0.0, kl=0.01, d_recon=0.0, seed=0)  # fmt: skip
+                    recon=0.0, kl=0.01, d_recon=0.0, d_batch="separate", seed=0)  # fmt: skip
         rows = run(argparse.Namespace(**{**args, **extra}))
         assert [row["step"] for row in rows] == [2, 4]
         assert ("recon_crisp" in rows[-1]) == ("recon" in extra)
