@@ -178,9 +178,9 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     selfsup = SelfSupervised(args.df) if args.d_recon > 0 else None
     enc = Encoder(args.df) if args.recon > 0 else None
     g_params = list(g.parameters()) + (list(enc.parameters()) if enc else [])
-    opt_g = torch.optim.Adam(g_params, args.lr, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(g_params, args.lr, betas=(args.beta1, 0.999))
     d_params = list(d.parameters()) + (list(selfsup.parameters()) if selfsup else [])
-    opt_d = torch.optim.Adam(d_params, args.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(d_params, args.lr, betas=(args.beta1, 0.999))
     classifier = load_shapes_classifier(None)
     fixed = torch.randn(64, Z_DIM, generator=torch.Generator().manual_seed(args.seed + 7))
     scored = torch.randn(240, Z_DIM, generator=torch.Generator().manual_seed(args.seed + 8))
@@ -250,7 +250,7 @@ def score(g, enc, images, classifier, fixed, scored, out: Path, step: int) -> di
     return row
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="folder for the sample grids")
     parser.add_argument("--data", default="data/shapes", help="a `shapes` data folder")
@@ -259,6 +259,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=500)
     parser.add_argument("--batch", type=int, default=24)
     parser.add_argument("--lr", type=float, default=2e-4, help="both players' Adam rate")
+    parser.add_argument("--beta1", type=float, default=0.5, help="both players' Adam beta1")
     parser.add_argument("--gf", type=int, default=16)
     parser.add_argument("--df", type=int, default=16)
     parser.add_argument("--d-head", choices=("global", "patch"), default="global")
@@ -279,7 +280,11 @@ def main() -> None:
     parser.add_argument("--recon", type=float, default=0.0, help="cVAE-GAN's L1 weight (0: off)")
     parser.add_argument("--kl", type=float, default=0.01, help="cVAE-GAN's KL weight")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = make_parser().parse_args()
     try:
         run(args)
     except AttnGANError as err:

@@ -95,9 +95,7 @@ def test_d_generalisation_head_means_batch_as_told():
 
 
 def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
-    import argparse
-
-    from gan_loop import crispness, load_images, run
+    from gan_loop import crispness, load_images, make_parser, run
 
     from attngan.data.shapes import build_shapes
     from attngan.evaluation.shapes_classifier import load_shapes_classifier
@@ -112,13 +110,14 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
     blank = crispness(classifier, torch.full((8, 3, 64, 64), 128, dtype=torch.uint8))
     assert real["crisp"] > 0.8 and real["objects"] >= 1  # the classifier reads real shapes
     assert blank["objects"] < 0.5
-    variants = ({}, {"d_head": "patch", "d_norm": "none", "r1": 1.0}, {"recon": 10.0},
-                {"d_recon": 1.0, "d_batch": "joint"})  # fmt: skip
+    variants = ([], ["--d-head", "patch", "--d-norm", "none", "--r1", "1"], ["--recon", "10"],
+                ["--d-recon", "1", "--d-batch", "joint", "--beta1", "0"])  # fmt: skip
     for extra in variants:
-        args = dict(out=str(tmp_path / "out"), data=str(root), simple=False, steps=4, every=2,
-                    batch=4, lr=2e-4, gf=8, df=8, d_head="global", d_norm="batch", r1=0.0,
-                    recon=0.0, kl=0.01, d_recon=0.0, d_batch="separate", seed=0)  # fmt: skip
-        rows = run(argparse.Namespace(**{**args, **extra}))
+        small = ["--steps", "4", "--every", "2", "--batch", "4", "--gf", "8", "--df", "8"]
+        args = make_parser().parse_args(
+            [str(tmp_path / "out"), "--data", str(root), *small, *extra]
+        )
+        rows = run(args)
         assert [row["step"] for row in rows] == [2, 4]
-        assert ("recon_crisp" in rows[-1]) == ("recon" in extra)
+        assert ("recon_crisp" in rows[-1]) == ("--recon" in extra)
         assert (tmp_path / "out" / "step-00004.png").is_file()
