@@ -10,10 +10,10 @@ One switch at a time tries a cure: ``--d-head patch`` (one logit per 8x8 cell), 
 --r1 G`` (a discriminator without BatchNorm, with the R1 penalty), ``--recon W`` (a cVAE-GAN: an
 encoder gives half the batch its real image's z, which the generator must reconstruct, L1 weight
 W, KL weight ``--kl``), ``--d-recon W`` (FastGAN's self-supervised discriminator), ``--d-batch
-joint`` (BatchNorm over reals and fakes as one batch). ``--simple`` keeps the images with one
-object on a plain background. A run is deterministic for its arguments; ``--every`` is one of
-them (scoring draws the generator's conditioning noise from torch's global generator, which
-training draws from too).
+joint`` (BatchNorm over reals and fakes as one batch), ``--lr-d`` (the discriminator's own
+rate). ``--simple`` keeps the images with one object on a plain background. A run is
+deterministic for its arguments; ``--every`` is one of them (scoring draws the generator's
+conditioning noise from torch's global generator, which training draws from too).
 
     python benchmarks/gan_loop.py OUT [--data data/shapes] [--simple] [--steps 3000] [--every 500]
 """
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     g_params = list(g.parameters()) + (list(enc.parameters()) if enc else [])
     opt_g = torch.optim.Adam(g_params, args.lr, betas=(args.beta1, 0.999))
     d_params = list(d.parameters()) + (list(selfsup.parameters()) if selfsup else [])
-    opt_d = torch.optim.Adam(d_params, args.lr, betas=(args.beta1, 0.999))
+    opt_d = torch.optim.Adam(d_params, args.lr_d or args.lr, betas=(args.beta1, 0.999))
     classifier = load_shapes_classifier(None)
     fixed = torch.randn(64, Z_DIM, generator=torch.Generator().manual_seed(args.seed + 7))
     scored = torch.randn(240, Z_DIM, generator=torch.Generator().manual_seed(args.seed + 8))
@@ -258,7 +258,15 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--every", type=int, default=500)
     parser.add_argument("--batch", type=int, default=24)
-    parser.add_argument("--lr", type=float, default=2e-4, help="both players' Adam rate")
+    parser.add_argument(
+        "--lr", type=float, default=2e-4, help="Adam rate (the discriminator's too, without --lr-d)"
+    )
+    parser.add_argument(
+        "--lr-d",
+        type=float,
+        default=0.0,
+        help="the discriminator's own Adam rate (0: --lr; TTUR when they differ)",
+    )
     parser.add_argument("--beta1", type=float, default=0.5, help="both players' Adam beta1")
     parser.add_argument("--gf", type=int, default=16)
     parser.add_argument("--df", type=int, default=16)

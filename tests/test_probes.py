@@ -110,8 +110,12 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
     blank = crispness(classifier, torch.full((8, 3, 64, 64), 128, dtype=torch.uint8))
     assert real["crisp"] > 0.8 and real["objects"] >= 1  # the classifier reads real shapes
     assert blank["objects"] < 0.5
-    variants = ([], ["--d-head", "patch", "--d-norm", "none", "--r1", "1"], ["--recon", "10"],
-                ["--d-recon", "1", "--d-batch", "joint", "--beta1", "0"])  # fmt: skip
+    variants = (
+        [],
+        ["--d-head", "patch", "--d-norm", "none", "--r1", "1"],
+        ["--recon", "10"],
+        ["--d-recon", "1", "--d-batch", "joint", "--beta1", "0", "--lr-d", "4e-4"],
+    )
     for extra in variants:
         small = ["--steps", "4", "--every", "2", "--batch", "4", "--gf", "8", "--df", "8"]
         args = make_parser().parse_args(
