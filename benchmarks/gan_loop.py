@@ -33,6 +33,7 @@ from torchvision.utils import save_image
 
 from attngan.data.records import read_records
 from attngan.errors import AttnGANError
+from attngan.evaluation import inception
 from attngan.evaluation.evaluate import shape_confidences
 from attngan.evaluation.shapes_classifier import _predict, load_shapes_classifier
 from attngan.models.discriminator import Discriminator
@@ -83,7 +84,7 @@ class UncondDiscriminator(nn.Module):
         self.net = Discriminator(SIZE, df, TEXT_DIM)
         if norm == "none":
             for block in [*self.net.down, *self.net.squeeze, self.net.cond_joint]:
-                block.bn = None if block.bn is None else nn.Identity()
+                block.bn = None
         self.patch = nn.Conv2d(4 * df, 1, 3, 1, 1) if head == "patch" else None
 
     def forward(self, x: Tensor, map8: bool = False) -> Tensor | tuple[Tensor, Tensor]:
@@ -159,7 +160,8 @@ def crispness(classifier: nn.Module, images: Tensor) -> dict[str, float]:
 
 
 def to_uint8(images: Tensor) -> Tensor:
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    """Images in [-1, 1] -> the uint8 tensor that the classifier reads as pixels."""
+    return inception.to_uint8(images).to(torch.uint8)
 
 
 def fmt(stats: dict[str, float]) -> str:
@@ -213,6 +215,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
+        d.requires_grad_(False)  # the generator's step leaves the discriminator's gradients out
         if args.d_batch == "joint":
             g_loss = F.softplus(-d(torch.cat([real.detach(), fake]))[len(real) :]).mean()
         else:
@@ -224,6 +227,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
+        d.requires_grad_(True)
         if step % args.every == 0 or step == args.steps:
             row = {"step": step, **score(g, enc, images, classifier, fixed, scored, out, step)}
             rows.append(row)
