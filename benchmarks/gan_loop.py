@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torchvision.utils import save_image
 
 from attngan.data.records import read_records
+from attngan.data.shapes import SHAPES
 from attngan.errors import AttnGANError
 from attngan.evaluation import inception
 from attngan.evaluation.evaluate import shape_confidences
@@ -43,9 +44,7 @@ from attngan.models.layers import UpBlock
 SIZE, Z_DIM, TEXT_DIM = 64, 100, 128
 
 
-def load_images(root: Path, simple: bool) -> Tensor:
-    """The training split's images at 64 px (bicubic), uint8 ``[N, 3, 64, 64]``; with ``simple``
-    only those with one object on a plain background."""
+def _records(root: Path, simple: bool) -> list:
     records = read_records("folder", root, 1, False).records["train"]
     if simple:
         records = [
@@ -54,6 +53,25 @@ def load_images(root: Path, simple: bool) -> Tensor:
         ]  # fmt: skip
     if not records:
         raise AttnGANError(f"no training images to use in {root}")
+    return records
+
+
+def shape_labels(root: Path) -> Tensor:
+    """The shape of the one object of each ``simple`` training image (index into ``SHAPES``),
+    in ``load_images(root, simple=True)``'s order."""
+    return torch.tensor([SHAPES.index(r.attributes["objects"][0]["shape"])
+                         for r in _records(root, True)])  # fmt: skip
+
+
+def load_images(root: Path, simple: bool, zoom: bool = False) -> Tensor:
+    """The training split's images at 64 px (bicubic), uint8 ``[N, 3, 64, 64]``; with ``simple``
+    only those with one object on a plain background. With ``zoom`` (a control for the objects'
+    size in pixels) each image is instead the 64 px window of the image at its own size centred
+    on the object: the object keeps its full-size pixels and loses its position."""
+    records = _records(root, simple)
+    if zoom:
+        arrays = [_window(np.asarray(Image.open(r.image).convert("RGB")), r) for r in records]
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     arrays = [
         np.asarray(Image.open(r.image).convert("RGB").resize((SIZE, SIZE), Image.BICUBIC))
         for r in records
@@ -61,40 +79,80 @@ def load_images(root: Path, simple: bool) -> Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-class UncondGenerator(nn.Module):
-    """The preset's generator, one stage at 64 px, fed a zero sentence and one zero word."""
+def _window(image: np.ndarray, record) -> np.ndarray:
+    """The ``SIZE`` px window of ``image`` centred on the record's first object; the plain
+    background (its corner's colour) extends the image where the window leaves it."""
+    pad = SIZE // 2
+    side = image.shape[0]
+    canvas = np.empty((side + 2 * pad, side + 2 * pad, 3), image.dtype)
+    canvas[...] = image[0, 0]
+    canvas[pad : pad + side, pad : pad + side] = image
+    x0, y0, x1, y1 = record.attributes["objects"][0]["bbox"]  # in the image's pixels
+    x, y = (x0 + x1) // 2, (y0 + y1) // 2  # the object's centre, the window's corner in canvas
+    return canvas[y : y + SIZE, x : x + SIZE]
 
-    def __init__(self, gf: int) -> None:
+
+def unzoom(images: Tensor) -> Tensor:
+    """``--zoom``'s images (uint8, object near the centre) -> the classifier's scale: each pasted
+    in the middle of a canvas twice its side filled with its border's median colour (the plain
+    background), then halved (bicubic, antialiased)."""
+    x = images.float()
+    border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], 2)
+    canvas = border.median(2).values[:, :, None, None].repeat(1, 1, 2 * SIZE, 2 * SIZE)
+    canvas[:, :, SIZE // 2 : SIZE // 2 + SIZE, SIZE // 2 : SIZE // 2 + SIZE] = x
+    small = F.interpolate(canvas, size=SIZE, mode="bicubic", antialias=True)
+    return small.clamp(0, 255).round().to(torch.uint8)
+
+
+class UncondGenerator(nn.Module):
+    """The preset's generator, one stage at 64 px, fed a zero sentence and one zero word; with
+    ``classes`` the sentence is instead a learnt embedding of the label ``y``, taken at the
+    conditioning's mean (no CA noise)."""
+
+    def __init__(self, gf: int, classes: int = 0) -> None:
         super().__init__()
         self.net = Generator(stages=1, base_size=SIZE, gf=gf, residual_blocks=1,
-                             embedding_dim=TEXT_DIM, conditional=False)  # fmt: skip
+                             embedding_dim=TEXT_DIM, conditional=classes > 0,
+                             ca_sample=classes == 0)  # fmt: skip
+        self.embed = nn.Embedding(classes, TEXT_DIM) if classes else None
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         b = z.size(0)
         mask = torch.zeros(b, 1, dtype=torch.bool)
-        return self.net(z, torch.zeros(b, TEXT_DIM), torch.zeros(b, TEXT_DIM, 1), mask).images[-1]
+        sentence = self.embed(y) if self.embed is not None else torch.zeros(b, TEXT_DIM)
+        return self.net(z, sentence, torch.zeros(b, TEXT_DIM, 1), mask).images[-1]
 
 
 class UncondDiscriminator(nn.Module):
     """The preset's 64 px discriminator: its unconditional head (``head="global"``), or one logit
     per cell of its 8x8 map (``"patch"``); ``norm="none"`` drops its BatchNorm."""
 
-    def __init__(self, df: int, head: str = "global", norm: str = "batch") -> None:
+    def __init__(
+        self, df: int, head: str = "global", norm: str = "batch", classes: int = 0
+    ) -> None:
         super().__init__()
+        if classes and head == "patch":
+            raise AttnGANError("--labels needs --d-head global")
         self.net = Discriminator(SIZE, df, TEXT_DIM)
+        # projection discriminator (Miyato & Koyama 2018): + <embed(y), pooled features>
+        self.embed = nn.Embedding(classes, 8 * df) if classes else None
         if norm == "none":
             for block in [*self.net.down, *self.net.squeeze, self.net.cond_joint]:
                 block.bn = None
         self.patch = nn.Conv2d(4 * df, 1, 3, 1, 1) if head == "patch" else None
 
-    def forward(self, x: Tensor, map8: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        """Logits; with ``map8`` also the 8x8 feature map."""
+    def forward(
+        self, x: Tensor, y: Tensor | None = None, map8: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits (for labels ``y`` with ``classes``); with ``map8`` also the 8x8 feature map."""
         for block in self.net.down[:3]:  # 64 -> 8 px
             x = block(x)
         h8 = x
         if self.patch is None:
             x = self.net.down[3](x)
             logits = self.net.unconditional(x)
+            if self.embed is not None:
+                logits = logits + (self.embed(y) * x.sum((2, 3))).sum(1)
         else:
             logits = self.patch(x).flatten()
         return (logits, h8) if map8 else logits
@@ -146,17 +204,108 @@ class Encoder(nn.Module):
         return h[:, :Z_DIM], h[:, Z_DIM:]
 
 
-def crispness(classifier: nn.Module, images: Tensor) -> dict[str, float]:
+def _sn(module: nn.Module, on: bool) -> nn.Module:
+    return nn.utils.parametrizations.spectral_norm(module) if on else module
+
+
+class ResUp(nn.Module):
+    """SNGAN's generator block: BN, ReLU, nearest x2, 3x3 conv, BN, ReLU, 3x3 conv, plus the
+    upsampled input through a 1x1 conv."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.bn1, self.bn2 = nn.BatchNorm2d(cin), nn.BatchNorm2d(cout)
+        self.c1, self.c2 = nn.Conv2d(cin, cout, 3, 1, 1), nn.Conv2d(cout, cout, 3, 1, 1)
+        self.skip = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.interpolate(F.relu(self.bn1(x)), scale_factor=2.0)
+        h = self.c2(F.relu(self.bn2(self.c1(h))))
+        return h + self.skip(F.interpolate(x, scale_factor=2.0))
+
+
+class ResDown(nn.Module):
+    """SNGAN's discriminator block: (ReLU,) 3x3 conv, ReLU, 3x3 conv, 2x2 average pool, plus the
+    pooled input through a 1x1 conv; spectral norm on every layer with ``sn``."""
+
+    def __init__(self, cin: int, cout: int, sn: bool, first: bool = False) -> None:
+        super().__init__()
+        self.first = first
+        self.c1 = _sn(nn.Conv2d(cin, cout, 3, 1, 1), sn)
+        self.c2 = _sn(nn.Conv2d(cout, cout, 3, 1, 1), sn)
+        self.skip = _sn(nn.Conv2d(cin, cout, 1), sn)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x if self.first else F.relu(x)
+        h = F.avg_pool2d(self.c2(F.relu(self.c1(h))), 2)
+        return h + self.skip(F.avg_pool2d(x, 2))
+
+
+class ResNetGenerator(nn.Module):
+    """SNGAN's ResNet generator at 64 px: z -> 4x4 map of ``16 ch`` channels -> four ResUp
+    blocks halving the width (to ``ch`` at 64 px) -> BN, ReLU, 3x3 conv, tanh."""
+
+    def __init__(self, ch: int, classes: int = 0) -> None:
+        super().__init__()
+        widths = [16 * ch, 8 * ch, 4 * ch, 2 * ch, ch]
+        self.embed = nn.Embedding(classes, TEXT_DIM) if classes else None  # joins z, with y
+        self.fc = nn.Linear(Z_DIM + (TEXT_DIM if classes else 0), 16 * widths[0])
+        self.blocks = nn.Sequential(*(ResUp(widths[i], widths[i + 1]) for i in range(4)))
+        self.out = nn.Sequential(nn.BatchNorm2d(ch), nn.ReLU(), nn.Conv2d(ch, 3, 3, 1, 1))
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(y)], 1)
+        return torch.tanh(self.out(self.blocks(self.fc(z).view(z.size(0), -1, 4, 4))))
+
+
+class ResNetDiscriminator(nn.Module):
+    """SNGAN's ResNet discriminator at 64 px: four ResDown blocks (64 -> 4 px, ``ch`` to
+    ``8 ch`` channels), ReLU, a sum over positions, a linear logit; spectral norm with ``sn``."""
+
+    def __init__(self, ch: int, sn: bool = True, classes: int = 0) -> None:
+        super().__init__()
+        widths = [3, ch, 2 * ch, 4 * ch, 8 * ch]
+        self.embed = _sn(nn.Embedding(classes, 8 * ch), sn) if classes else None
+        self.blocks = nn.ModuleList(
+            ResDown(widths[i], widths[i + 1], sn, first=i == 0) for i in range(4)
+        )
+        self.fc = _sn(nn.Linear(8 * ch, 1), sn)
+
+    def forward(
+        self, x: Tensor, y: Tensor | None = None, map8: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        for block in self.blocks[:3]:
+            x = block(x)
+        h8 = x
+        pooled = F.relu(self.blocks[3](x)).sum((2, 3))
+        logits = self.fc(pooled).flatten()
+        if self.embed is not None:  # projection
+            logits = logits + (self.embed(y) * pooled).sum(1)
+        return (logits, h8) if map8 else logits
+
+
+def crispness(
+    classifier: nn.Module, images: Tensor, labels: Tensor | None = None
+) -> dict[str, float]:
     """uint8 images -> objects per image, mean top-shape confidence at the occupied cells, and
-    the share of those above 0.9."""
+    the share of those above 0.9; with ``labels`` (each image's shape) also ``right``, the share
+    of objects whose top shape is their image's."""
     preds = _predict(classifier, images)
     occupied = preds.occupancy > 0
     cells = [row.nonzero().flatten().tolist() for row in occupied]
     top = shape_confidences(preds.shape, cells)
     if not top.numel():
-        return {"objects": 0.0, "realism": float("nan"), "crisp": float("nan")}
-    return {"objects": occupied.sum(1).float().mean().item(), "realism": top.mean().item(),
-            "crisp": (top > 0.9).float().mean().item()}  # fmt: skip
+        empty = {"objects": 0.0, "realism": float("nan"), "crisp": float("nan")}
+        return empty if labels is None else {**empty, "right": float("nan")}
+    row = {"objects": occupied.sum(1).float().mean().item(), "realism": top.mean().item(),
+           "crisp": (top > 0.9).float().mean().item()}  # fmt: skip
+    if labels is not None:
+        picked = preds.shape.argmax(-1)[occupied]  # row-major, as the cells above
+        row["right"] = (
+            (picked == labels[:, None].expand_as(occupied)[occupied]).float().mean().item()
+        )
+    return row
 
 
 def to_uint8(images: Tensor) -> Tensor:
@@ -174,39 +323,64 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    images = load_images(Path(args.data), args.simple)
-    g = UncondGenerator(args.gf)
-    d = UncondDiscriminator(args.df, args.d_head, args.d_norm)
+    if args.zoom and not args.simple:
+        raise AttnGANError("--zoom needs --simple (one object per image)")
+    if args.labels and not args.simple or args.labels and (args.recon or args.d_batch == "joint"):
+        raise AttnGANError("--labels needs --simple, and works without --recon and joint batches")
+    images = load_images(Path(args.data), args.simple, args.zoom)
+    classes = len(SHAPES) if args.labels else 0
+    labels = shape_labels(Path(args.data)) if classes else None
+    if args.g_arch == "resnet":
+        g = ResNetGenerator(args.gf, classes)
+    else:
+        g = UncondGenerator(args.gf, classes)
+    if args.d_arch == "resnet":
+        d = ResNetDiscriminator(args.df, sn=args.d_norm != "none", classes=classes)
+    else:
+        d = UncondDiscriminator(args.df, args.d_head, args.d_norm, classes)
     selfsup = SelfSupervised(args.df) if args.d_recon > 0 else None
     enc = Encoder(args.df) if args.recon > 0 else None
     g_params = list(g.parameters()) + (list(enc.parameters()) if enc else [])
-    opt_g = torch.optim.Adam(g_params, args.lr, betas=(args.beta1, 0.999))
+    betas = (args.beta1, args.beta2)
+    opt_g = torch.optim.Adam(g_params, args.lr, betas=betas)
     d_params = list(d.parameters()) + (list(selfsup.parameters()) if selfsup else [])
-    opt_d = torch.optim.Adam(d_params, args.lr_d or args.lr, betas=(args.beta1, 0.999))
+    opt_d = torch.optim.Adam(d_params, args.lr_d or args.lr, betas=betas)
     classifier = load_shapes_classifier(None)
     fixed = torch.randn(64, Z_DIM, generator=torch.Generator().manual_seed(args.seed + 7))
     scored = torch.randn(240, Z_DIM, generator=torch.Generator().manual_seed(args.seed + 8))
-    print(f"{len(images)} images; real: {fmt(crispness(classifier, images[:240]))}", flush=True)
+    if classes:  # each shape in turn
+        fixed, scored = (fixed, torch.arange(64) % classes), (scored, torch.arange(240) % classes)
+    else:
+        fixed, scored = (fixed, None), (scored, None)
+    real_stats = crispness(classifier, unzoom(images[:240]) if args.zoom else images[:240],
+                           None if labels is None else labels[:240])  # fmt: skip
+    print(f"{len(images)} images; real: {fmt(real_stats)}", flush=True)
     gen, rows, start = torch.Generator().manual_seed(args.seed + 1), [], time.time()
     for step in range(1, args.steps + 1):
-        real = images[torch.randint(0, len(images), (args.batch,), generator=gen)]
-        real = real.float() / 127.5 - 1
+        pick = torch.randint(0, len(images), (args.batch,), generator=gen)
+        real = images[pick].float() / 127.5 - 1
         z = torch.randn(args.batch, Z_DIM, generator=gen)
+        y_real = y_fake = None
+        if classes:
+            y_real, y_fake = labels[pick], torch.randint(0, classes, (args.batch,), generator=gen)
         if enc is not None:  # the first half reconstructs its real image from the encoder's z
             half = args.batch // 2
             mu, logvar = enc(real[:half])
             eps = torch.randn(half, Z_DIM, generator=gen)
             z = torch.cat([mu + eps * (0.5 * logvar).exp(), z[half:]])
-        fake = g(z)
+        fake = g(z, y_fake)
         if args.r1 > 0:
             real.requires_grad_(True)
         if args.d_batch == "joint":  # one BatchNorm batch of reals and fakes
             logits, h8 = d(torch.cat([real, fake.detach()]), map8=True)
             real_logits, fake_logits, h8 = logits[: len(real)], logits[len(real) :], h8[: len(real)]
         else:  # the release's: reals and fakes normalised each by their own statistics
-            real_logits, h8 = d(real, map8=True)
-            fake_logits = d(fake.detach())
-        d_loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+            real_logits, h8 = d(real, y_real, map8=True)
+            fake_logits = d(fake.detach(), y_fake)
+        if args.loss == "hinge":
+            d_loss = F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+        else:
+            d_loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
         if selfsup is not None:
             d_loss = d_loss + args.d_recon * selfsup.loss(h8, real.detach(), gen)
         if args.r1 > 0:
@@ -217,9 +391,11 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         opt_d.step()
         d.requires_grad_(False)  # the generator's step leaves the discriminator's gradients out
         if args.d_batch == "joint":
-            g_loss = F.softplus(-d(torch.cat([real.detach(), fake]))[len(real) :]).mean()
+            fake_logits = d(torch.cat([real.detach(), fake]))[len(real) :]
         else:
-            g_loss = F.softplus(-d(fake)).mean()
+            fake_logits = d(fake, y_fake)
+        hinge = args.loss == "hinge"
+        g_loss = -fake_logits.mean() if hinge else F.softplus(-fake_logits).mean()
         if enc is not None:
             rec = (fake[:half] - real[:half].detach()).abs().mean()
             kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
@@ -229,7 +405,8 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         opt_g.step()
         d.requires_grad_(True)
         if step % args.every == 0 or step == args.steps:
-            row = {"step": step, **score(g, enc, images, classifier, fixed, scored, out, step)}
+            row = {"step": step, **score(g, enc, images, classifier, fixed, scored, out, step,
+                                         args.zoom)}  # fmt: skip
             rows.append(row)
             stats = fmt({k: v for k, v in row.items() if k != "step"})
             print(f"step {step} ({time.time() - start:.0f} s): d {d_loss.item():.3f} "
@@ -238,16 +415,22 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
 
 
 @torch.no_grad()
-def score(g, enc, images, classifier, fixed, scored, out: Path, step: int) -> dict[str, float]:
+def score(g, enc, images, classifier, fixed, scored, out: Path, step: int,
+          zoom: bool = False) -> dict[str, float]:  # fmt: skip
+    """``crispness`` of the samples from ``scored`` (through :func:`unzoom` with ``zoom``)."""
+    prep = unzoom if zoom else (lambda x: x)  # noqa: E731
     g.eval()
-    save_image(g(fixed) * 0.5 + 0.5, out / f"step-{step:05d}.png", nrow=8)
-    samples = torch.cat([g(scored[i : i + 60]) for i in range(0, len(scored), 60)])
-    row = crispness(classifier, to_uint8(samples))
+    save_image(g(*fixed) * 0.5 + 0.5, out / f"step-{step:05d}.png", nrow=8)
+    z, y = scored
+    samples = torch.cat([g(z[i : i + 60], None if y is None else y[i : i + 60])
+                         for i in range(0, len(z), 60)])  # fmt: skip
+    row = crispness(classifier, prep(to_uint8(samples)), y)
     if enc is not None:
         enc.eval()
         real = images[:240].float() / 127.5 - 1
         rec = torch.cat([g(enc(real[i : i + 60])[0]) for i in range(0, len(real), 60)])
-        row.update({f"recon_{k}": v for k, v in crispness(classifier, to_uint8(rec)).items()})
+        recs = crispness(classifier, prep(to_uint8(rec)))
+        row.update({f"recon_{k}": v for k, v in recs.items()})
         save_image(torch.cat([real[:32], rec[:32]]) * 0.5 + 0.5, out / f"recon-{step:05d}.png")
         enc.train()
     g.train()
@@ -259,6 +442,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("out", help="folder for the sample grids")
     parser.add_argument("--data", default="data/shapes", help="a `shapes` data folder")
     parser.add_argument("--simple", action="store_true", help="one object, plain background")
+    parser.add_argument(
+        "--zoom",
+        action="store_true",
+        help="with --simple: 64 px windows of the full-size images (objects twice as large)",
+    )
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--every", type=int, default=500)
     parser.add_argument("--batch", type=int, default=24)
@@ -272,6 +460,23 @@ def make_parser() -> argparse.ArgumentParser:
         help="the discriminator's own Adam rate (0: --lr; TTUR when they differ)",
     )
     parser.add_argument("--beta1", type=float, default=0.5, help="both players' Adam beta1")
+    parser.add_argument("--beta2", type=float, default=0.999, help="both players' Adam beta2")
+    parser.add_argument(
+        "--loss", choices=("ns", "hinge"), default="ns", help="non-saturating BCE or hinge"
+    )
+    parser.add_argument(
+        "--g-arch",
+        choices=("attngan", "resnet"),
+        default="attngan",
+        help="the preset's generator or SNGAN's ResNet (width --gf at 64 px)",
+    )
+    parser.add_argument(
+        "--d-arch",
+        choices=("attngan", "resnet"),
+        default="attngan",
+        help="the preset's discriminator or SNGAN's ResNet (width --df at 32 px; spectral "
+        "norm unless --d-norm none)",
+    )
     parser.add_argument("--gf", type=int, default=16)
     parser.add_argument("--df", type=int, default=16)
     parser.add_argument("--d-head", choices=("global", "patch"), default="global")
@@ -291,6 +496,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--r1", type=float, default=0.0, help="R1 penalty weight gamma")
     parser.add_argument("--recon", type=float, default=0.0, help="cVAE-GAN's L1 weight (0: off)")
     parser.add_argument("--kl", type=float, default=0.01, help="cVAE-GAN's KL weight")
+    parser.add_argument(
+        "--labels",
+        action="store_true",
+        help="with --simple: a class-conditional GAN on the object's shape (the generator's "
+        "input, a projection discriminator); scores add `right`, the share drawn as asked",
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser
 

@@ -95,13 +95,13 @@ def test_d_generalisation_head_means_batch_as_told():
 
 
 def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
-    from gan_loop import crispness, load_images, make_parser, run
+    from gan_loop import crispness, load_images, make_parser, run, shape_labels, unzoom
 
     from attngan.data.shapes import build_shapes
     from attngan.evaluation.shapes_classifier import load_shapes_classifier
 
     root = tmp_path / "shapes"
-    build_shapes(root, num_train=60, num_test=4, image_size=64, workers=1, progress=False)
+    build_shapes(root, num_train=60, num_test=4, image_size=128, workers=1, progress=False)
     everything, simple = load_images(root, False), load_images(root, True)
     assert everything.shape[1:] == (3, 64, 64) and everything.dtype == torch.uint8
     assert 0 < len(simple) < len(everything)
@@ -110,11 +110,26 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
     blank = crispness(classifier, torch.full((8, 3, 64, 64), 128, dtype=torch.uint8))
     assert real["crisp"] > 0.8 and real["objects"] >= 1  # the classifier reads real shapes
     assert blank["objects"] < 0.5
+    # --zoom: each simple image's object, full size, in the middle; unzoom gives it back at the
+    # classifier's scale, one object in the middle cell
+    zoomed = load_images(root, True, zoom=True)
+    assert zoomed.shape == simple.shape
+    back = crispness(classifier, unzoom(zoomed))
+    assert back["objects"] == pytest.approx(1, abs=0.2) and back["crisp"] > 0.8
+    labels = shape_labels(root)
+    assert len(labels) == len(simple) and labels.min() >= 0 and labels.max() < 8
+    told = crispness(classifier, simple, labels)
+    assert told["right"] > 0.8  # the classifier reads each real object as its label's shape
+    assert crispness(classifier, simple, (labels + 1) % 8)["right"] < 0.2
     variants = (
         [],
         ["--d-head", "patch", "--d-norm", "none", "--r1", "1"],
         ["--recon", "10"],
         ["--d-recon", "1", "--d-batch", "joint", "--beta1", "0", "--lr-d", "4e-4"],
+        ["--g-arch", "resnet", "--d-arch", "resnet", "--loss", "hinge", "--beta2", "0.9"],
+        ["--d-arch", "resnet", "--d-norm", "none", "--d-recon", "1"],
+        ["--simple", "--labels"],
+        ["--simple", "--zoom", "--labels", "--g-arch", "resnet", "--d-arch", "resnet"],
     )
     for extra in variants:
         small = ["--steps", "4", "--every", "2", "--batch", "4", "--gf", "8", "--df", "8"]
@@ -124,4 +139,25 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
         rows = run(args)
         assert [row["step"] for row in rows] == [2, 4]
         assert ("recon_crisp" in rows[-1]) == ("--recon" in extra)
+        assert ("right" in rows[-1]) == ("--labels" in extra)
         assert (tmp_path / "out" / "step-00004.png").is_file()
+
+
+def test_gan_loop_resnet_pair_shapes_and_spectral_norm():
+    from gan_loop import ResNetDiscriminator, ResNetGenerator
+
+    torch.manual_seed(0)
+    g = ResNetGenerator(4)
+    images = g(torch.randn(3, 100))
+    assert images.shape == (3, 3, 64, 64) and images.abs().max() <= 1
+    d = ResNetDiscriminator(4)
+    logits, h8 = d(images, map8=True)
+    assert logits.shape == (3,) and h8.shape == (3, 16, 8, 8)
+    parametrized = [m for m in d.modules() if hasattr(m, "parametrizations")]
+    assert len(parametrized) == 3 * 4 + 1  # every conv and the linear layer
+    # spectral norm holds the linear layer's largest singular value at 1 (after power steps)
+    for _ in range(20):
+        d(images)
+    assert torch.linalg.matrix_norm(d.fc.weight, ord=2).item() == pytest.approx(1, abs=0.05)
+    plain = ResNetDiscriminator(4, sn=False)
+    assert not any(hasattr(m, "parametrizations") for m in plain.modules())
