@@ -136,6 +136,8 @@ class UncondDiscriminator(nn.Module):
         self.net = Discriminator(SIZE, df, TEXT_DIM)
         # projection discriminator (Miyato & Koyama 2018): + <embed(y), pooled features>
         self.embed = nn.Embedding(classes, 8 * df) if classes else None
+        if self.embed is not None:  # starts as the unconditional head (BatchNorm'd features
+            nn.init.zeros_(self.embed.weight)  # summed over 4x4 would swamp its logits)
         if norm == "none":
             for block in [*self.net.down, *self.net.squeeze, self.net.cond_joint]:
                 block.bn = None
@@ -285,6 +287,72 @@ class ResNetDiscriminator(nn.Module):
         return (logits, h8) if map8 else logits
 
 
+def _dcgan_init(module: nn.Module) -> None:
+    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+        nn.init.normal_(module.weight, 0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class DCGANGenerator(nn.Module):
+    """DCGAN's generator (Radford et al. 2016) at 64 px: z as a 1x1 map, 4x4 transposed convs
+    (stride 2 after the first), BatchNorm and ReLU, ``8 ch`` channels at 4x4 down to ``ch`` at
+    32 px, tanh; N(0, 0.02) weights. With ``classes`` a label embedding joins z."""
+
+    def __init__(self, ch: int, classes: int = 0) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(classes, TEXT_DIM) if classes else None
+        widths = [Z_DIM + (TEXT_DIM if classes else 0), 8 * ch, 4 * ch, 2 * ch, ch]
+        layers: list[nn.Module] = []
+        for i in range(4):
+            stride, pad = (1, 0) if i == 0 else (2, 1)
+            layers += [nn.ConvTranspose2d(widths[i], widths[i + 1], 4, stride, pad, bias=False),
+                       nn.BatchNorm2d(widths[i + 1]), nn.ReLU()]  # fmt: skip
+        self.net = nn.Sequential(*layers, nn.ConvTranspose2d(ch, 3, 4, 2, 1, bias=False), nn.Tanh())
+        self.apply(_dcgan_init)
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(y)], 1)
+        return self.net(z[:, :, None, None])
+
+
+class DCGANDiscriminator(nn.Module):
+    """DCGAN's discriminator at 64 px: 4x4 stride-2 convs, ``ch`` to ``8 ch`` channels,
+    BatchNorm after all but the first, LeakyReLU 0.2, a 4x4 conv to one logit. With ``classes``
+    a projection term on the pooled 4x4 features (its embedding starts at zero)."""
+
+    def __init__(self, ch: int, classes: int = 0) -> None:
+        super().__init__()
+        widths = [3, ch, 2 * ch, 4 * ch, 8 * ch]
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(widths[i], widths[i + 1], 4, 2, 1, bias=False),
+                nn.BatchNorm2d(widths[i + 1]) if i else nn.Identity(),
+                nn.LeakyReLU(0.2),
+            )  # fmt: skip
+            for i in range(4)
+        )
+        self.out = nn.Conv2d(8 * ch, 1, 4, 1, 0, bias=False)
+        self.apply(_dcgan_init)
+        self.embed = nn.Embedding(classes, 8 * ch) if classes else None
+        if self.embed is not None:
+            nn.init.zeros_(self.embed.weight)
+
+    def forward(
+        self, x: Tensor, y: Tensor | None = None, map8: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        for block in self.blocks[:3]:
+            x = block(x)
+        h8 = x
+        x = self.blocks[3](x)
+        logits = self.out(x).flatten()
+        if self.embed is not None:
+            logits = logits + (self.embed(y) * x.mean((2, 3))).sum(1)
+        return (logits, h8) if map8 else logits
+
+
 def crispness(
     classifier: nn.Module, images: Tensor, labels: Tensor | None = None
 ) -> dict[str, float]:
@@ -330,12 +398,12 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     images = load_images(Path(args.data), args.simple, args.zoom)
     classes = len(SHAPES) if args.labels else 0
     labels = shape_labels(Path(args.data)) if classes else None
-    if args.g_arch == "resnet":
-        g = ResNetGenerator(args.gf, classes)
-    else:
-        g = UncondGenerator(args.gf, classes)
+    generators = {"attngan": UncondGenerator, "resnet": ResNetGenerator, "dcgan": DCGANGenerator}
+    g = generators[args.g_arch](args.gf, classes)
     if args.d_arch == "resnet":
         d = ResNetDiscriminator(args.df, sn=args.d_norm != "none", classes=classes)
+    elif args.d_arch == "dcgan":
+        d = DCGANDiscriminator(args.df, classes)
     else:
         d = UncondDiscriminator(args.df, args.d_head, args.d_norm, classes)
     selfsup = SelfSupervised(args.df) if args.d_recon > 0 else None
@@ -466,16 +534,17 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--g-arch",
-        choices=("attngan", "resnet"),
+        choices=("attngan", "resnet", "dcgan"),
         default="attngan",
-        help="the preset's generator or SNGAN's ResNet (width --gf at 64 px)",
+        help="the preset's generator, SNGAN's ResNet (width --gf at 64 px) or DCGAN's (--gf at "
+        "32 px)",
     )
     parser.add_argument(
         "--d-arch",
-        choices=("attngan", "resnet"),
+        choices=("attngan", "resnet", "dcgan"),
         default="attngan",
-        help="the preset's discriminator or SNGAN's ResNet (width --df at 32 px; spectral "
-        "norm unless --d-norm none)",
+        help="the preset's discriminator, SNGAN's ResNet (width --df at 32 px; spectral "
+        "norm unless --d-norm none) or DCGAN's (--df at 32 px)",
     )
     parser.add_argument("--gf", type=int, default=16)
     parser.add_argument("--df", type=int, default=16)

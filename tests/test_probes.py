@@ -130,6 +130,7 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
         ["--d-arch", "resnet", "--d-norm", "none", "--d-recon", "1"],
         ["--simple", "--labels"],
         ["--simple", "--zoom", "--labels", "--g-arch", "resnet", "--d-arch", "resnet"],
+        ["--simple", "--labels", "--g-arch", "dcgan", "--d-arch", "dcgan"],
     )
     for extra in variants:
         small = ["--steps", "4", "--every", "2", "--batch", "4", "--gf", "8", "--df", "8"]
@@ -161,3 +162,19 @@ def test_gan_loop_resnet_pair_shapes_and_spectral_norm():
     assert torch.linalg.matrix_norm(d.fc.weight, ord=2).item() == pytest.approx(1, abs=0.05)
     plain = ResNetDiscriminator(4, sn=False)
     assert not any(hasattr(m, "parametrizations") for m in plain.modules())
+
+
+def test_gan_loop_label_conditioning_reaches_both_players():
+    from gan_loop import DCGANDiscriminator, DCGANGenerator, UncondDiscriminator, UncondGenerator
+
+    torch.manual_seed(0)
+    z, y = torch.randn(4, 100), torch.tensor([0, 1, 2, 3])
+    for g in (UncondGenerator(4, classes=8), DCGANGenerator(4, classes=8)):
+        g.eval()
+        a, b = g(z, y), g(z, (y + 1) % 8)
+        assert a.shape == (4, 3, 64, 64) and (a - b).abs().max() > 1e-4  # the label is read
+    for d in (UncondDiscriminator(4, classes=8), DCGANDiscriminator(4, classes=8)):
+        images = torch.randn(4, 3, 64, 64)
+        assert torch.equal(d(images, y), d(images, (y + 1) % 8))  # projection starts at zero
+        torch.nn.init.normal_(d.embed.weight)
+        assert not torch.allclose(d(images, y), d(images, (y + 1) % 8))
