@@ -261,6 +261,13 @@ class ResNetGenerator(nn.Module):
         return torch.tanh(self.out(self.blocks(self.fc(z).view(z.size(0), -1, 4, 4))))
 
 
+def _four_blocks(blocks: nn.ModuleList, x: Tensor) -> tuple[Tensor, Tensor]:
+    """A 64 px discriminator's four halving blocks: (the 8x8 map, the 4x4 map)."""
+    for block in blocks[:3]:
+        x = block(x)
+    return x, blocks[3](x)
+
+
 class ResNetDiscriminator(nn.Module):
     """SNGAN's ResNet discriminator at 64 px: four ResDown blocks (64 -> 4 px, ``ch`` to
     ``8 ch`` channels), ReLU, a sum over positions, a linear logit; spectral norm with ``sn``."""
@@ -277,10 +284,8 @@ class ResNetDiscriminator(nn.Module):
     def forward(
         self, x: Tensor, y: Tensor | None = None, map8: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
-        for block in self.blocks[:3]:
-            x = block(x)
-        h8 = x
-        pooled = F.relu(self.blocks[3](x)).sum((2, 3))
+        h8, h4 = _four_blocks(self.blocks, x)
+        pooled = F.relu(h4).sum((2, 3))
         logits = self.fc(pooled).flatten()
         if self.embed is not None:  # projection
             logits = logits + (self.embed(y) * pooled).sum(1)
@@ -343,10 +348,7 @@ class DCGANDiscriminator(nn.Module):
     def forward(
         self, x: Tensor, y: Tensor | None = None, map8: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
-        for block in self.blocks[:3]:
-            x = block(x)
-        h8 = x
-        x = self.blocks[3](x)
+        h8, x = _four_blocks(self.blocks, x)
         logits = self.out(x).flatten()
         if self.embed is not None:
             logits = logits + (self.embed(y) * x.mean((2, 3))).sum(1)
