@@ -21,6 +21,8 @@ conditioning noise from torch's global generator, which training draws from too)
 from __future__ import annotations
 
 import argparse
+import copy
+import math
 import time
 from pathlib import Path
 
@@ -29,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
+from torchvision.transforms import functional as TF
 from torchvision.utils import save_image
 
 from attngan.data.records import read_records
@@ -292,6 +295,13 @@ class ResNetDiscriminator(nn.Module):
         return (logits, h8) if map8 else logits
 
 
+def blur(images: Tensor, sigma: float) -> Tensor:
+    """A Gaussian blur of standard deviation ``sigma`` px (kernel out to 3 sigma), reflecting
+    at the borders."""
+    radius = max(1, math.ceil(3 * sigma))
+    return TF.gaussian_blur(images, [2 * radius + 1] * 2, [sigma, sigma])
+
+
 def _dcgan_init(module: nn.Module) -> None:
     if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
         nn.init.normal_(module.weight, 0, 0.02)
@@ -439,14 +449,18 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
             eps = torch.randn(half, Z_DIM, generator=gen)
             z = torch.cat([mu + eps * (0.5 * logvar).exp(), z[half:]])
         fake = g(z, y_fake)
+        if args.d_blur > 0:  # the discriminator sees both through the same low-pass filter
+            real, fake_seen = blur(real, args.d_blur), blur(fake, args.d_blur)
+        else:
+            fake_seen = fake
         if args.r1 > 0:
             real.requires_grad_(True)
         if args.d_batch == "joint":  # one BatchNorm batch of reals and fakes
-            logits, h8 = d(torch.cat([real, fake.detach()]), map8=True)
+            logits, h8 = d(torch.cat([real, fake_seen.detach()]), map8=True)
             real_logits, fake_logits, h8 = logits[: len(real)], logits[len(real) :], h8[: len(real)]
         else:  # the release's: reals and fakes normalised each by their own statistics
             real_logits, h8 = d(real, y_real, map8=True)
-            fake_logits = d(fake.detach(), y_fake)
+            fake_logits = d(fake_seen.detach(), y_fake)
         if args.loss == "hinge":
             d_loss = F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
         else:
@@ -461,9 +475,9 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         opt_d.step()
         d.requires_grad_(False)  # the generator's step leaves the discriminator's gradients out
         if args.d_batch == "joint":
-            fake_logits = d(torch.cat([real.detach(), fake]))[len(real) :]
+            fake_logits = d(torch.cat([real.detach(), fake_seen]))[len(real) :]
         else:
-            fake_logits = d(fake, y_fake)
+            fake_logits = d(fake_seen, y_fake)
         hinge = args.loss == "hinge"
         g_loss = -fake_logits.mean() if hinge else F.softplus(-fake_logits).mean()
         if enc is not None:
@@ -476,7 +490,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         d.requires_grad_(True)
         if step % args.every == 0 or step == args.steps:
             row = {"step": step, **score(g, enc, images, classifier, fixed, scored, out, step,
-                                         args.zoom)}  # fmt: skip
+                                         args.zoom, args.score_train)}  # fmt: skip
             rows.append(row)
             stats = fmt({k: v for k, v in row.items() if k != "step"})
             print(f"step {step} ({time.time() - start:.0f} s): d {d_loss.item():.3f} "
@@ -486,10 +500,14 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
 
 @torch.no_grad()
 def score(g, enc, images, classifier, fixed, scored, out: Path, step: int,
-          zoom: bool = False) -> dict[str, float]:  # fmt: skip
-    """``crispness`` of the samples from ``scored`` (through :func:`unzoom` with ``zoom``)."""
+          zoom: bool = False, batch_stats: bool = False) -> dict[str, float]:  # fmt: skip
+    """``crispness`` of the samples from ``scored`` (through :func:`unzoom` with ``zoom``), drawn
+    in eval mode or, with ``batch_stats``, in training mode (batches of 60)."""
     prep = unzoom if zoom else (lambda x: x)  # noqa: E731
-    g.eval()
+    if batch_stats:  # a throwaway copy in training mode: BatchNorm by each batch's statistics
+        g = copy.deepcopy(g).train()
+    else:
+        g.eval()
     save_image(g(*fixed) * 0.5 + 0.5, out / f"step-{step:05d}.png", nrow=8)
     z, y = scored
     samples = torch.cat([g(z[i : i + 60], None if y is None else y[i : i + 60])
@@ -564,6 +582,13 @@ def make_parser() -> argparse.ArgumentParser:
         default="separate",
         help="BatchNorm over reals and fakes apart (the release) or together",
     )
+    parser.add_argument(
+        "--d-blur",
+        type=float,
+        default=0.0,
+        help="blur what the discriminator sees, reals and fakes alike (Gaussian sigma in px; "
+        "0: off): it can no longer tell fakes by pixel-level texture",
+    )
     parser.add_argument("--r1", type=float, default=0.0, help="R1 penalty weight gamma")
     parser.add_argument("--recon", type=float, default=0.0, help="cVAE-GAN's L1 weight (0: off)")
     parser.add_argument("--kl", type=float, default=0.01, help="cVAE-GAN's KL weight")
@@ -572,6 +597,12 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --simple: a class-conditional GAN on the object's shape (the generator's "
         "input, a projection discriminator); scores add `right`, the share drawn as asked",
+    )
+    parser.add_argument(
+        "--score-train",
+        action="store_true",
+        help="draw the scored samples in training mode (each batch's BatchNorm statistics) "
+        "instead of eval mode (the running ones)",
     )
     parser.add_argument("--seed", type=int, default=0)
     return parser

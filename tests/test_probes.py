@@ -118,6 +118,14 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
     assert back["objects"] == pytest.approx(1, abs=0.2) and back["crisp"] > 0.8
     labels = shape_labels(root)
     assert len(labels) == len(simple) and labels.min() >= 0 and labels.max() < 8
+    # --d-blur: the blur keeps the scene (mean colour) and what the classifier reads, not edges
+    from gan_loop import blur
+
+    x = simple.float() / 127.5 - 1
+    soft = blur(x, 1.5)
+    assert soft.mean().item() == pytest.approx(x.mean().item(), abs=0.01)
+    assert soft.diff(dim=3).abs().max() < 0.6 * x.diff(dim=3).abs().max()
+    assert crispness(classifier, ((soft + 1) * 127.5).round().to(torch.uint8))["crisp"] > 0.8
     told = crispness(classifier, simple, labels)
     assert told["right"] > 0.8  # the classifier reads each real object as its label's shape
     assert crispness(classifier, simple, (labels + 1) % 8)["right"] < 0.2
@@ -130,7 +138,7 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
         ["--d-arch", "resnet", "--d-norm", "none", "--d-recon", "1"],
         ["--simple", "--labels"],
         ["--simple", "--zoom", "--labels", "--g-arch", "resnet", "--d-arch", "resnet"],
-        ["--simple", "--labels", "--g-arch", "dcgan", "--d-arch", "dcgan"],
+        ["--simple", "--labels", "--g-arch", "dcgan", "--d-arch", "dcgan", "--d-blur", "1"],
     )
     for extra in variants:
         small = ["--steps", "4", "--every", "2", "--batch", "4", "--gf", "8", "--df", "8"]
