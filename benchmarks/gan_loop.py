@@ -295,6 +295,52 @@ class ResNetDiscriminator(nn.Module):
         return (logits, h8) if map8 else logits
 
 
+class FeatureCritic(nn.Module):
+    """A second discriminator that sees images through a trained DAMSM's frozen CNN image
+    encoder (eval mode; gradients reach the images): the encoder's 8x8 map (``8 c`` channels),
+    then a trainable 3x3 conv, LeakyReLU, a 4x4 stride-2 conv, LeakyReLU and a linear logit,
+    spectral norm on each. Its features already tell what the captions name (shape included,
+    for a DAMSM that learnt it), like a Projected GAN's (Sauer et al. 2021) pretrained network."""
+
+    def __init__(self, damsm: str, width: int = 64) -> None:
+        super().__init__()
+        from attngan.checkpoints import load_model
+
+        encoder = load_model(damsm, components=("image_encoder",))  # a DAMSM or an AttnGAN
+        self.encoder = encoder.modules["image_encoder"]
+        if not hasattr(self.encoder, "down"):
+            raise AttnGANError(f"{damsm}: --d-features needs a DAMSM with the CNN image encoder")
+        self.encoder.requires_grad_(False)
+        channels = self.encoder.region_proj.in_channels
+        self.head = nn.Sequential(
+            _sn(nn.Conv2d(channels, width, 3, 1, 1), True), nn.LeakyReLU(0.2),
+            _sn(nn.Conv2d(width, width, 4, 2, 1), True), nn.LeakyReLU(0.2),
+            nn.Flatten(), _sn(nn.Linear(width * 16, 1), True),
+        )  # fmt: skip
+
+    def train(self, mode: bool = True) -> FeatureCritic:
+        super().train(mode)
+        self.encoder.eval()  # frozen, BatchNorm on its running statistics always
+        return self
+
+    def forward(self, images: Tensor) -> Tensor:
+        enc = self.encoder
+        if images.shape[-1] != enc.input_size:
+            images = F.interpolate(images, size=enc.input_size, mode="bilinear")
+        return self.head(enc.down(enc.stem(images))).flatten()
+
+
+def pair_loss(real_logits: Tensor, fake_logits: Tensor, hinge: bool) -> Tensor:
+    """The discriminator's loss: hinge, or the non-saturating BCE."""
+    if hinge:
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def generator_loss(fake_logits: Tensor, hinge: bool) -> Tensor:
+    return -fake_logits.mean() if hinge else F.softplus(-fake_logits).mean()
+
+
 def blur(images: Tensor, sigma: float) -> Tensor:
     """A Gaussian blur of standard deviation ``sigma`` px (kernel out to 3 sigma), reflecting
     at the borders."""
@@ -419,11 +465,13 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     else:
         d = UncondDiscriminator(args.df, args.d_head, args.d_norm, classes)
     selfsup = SelfSupervised(args.df) if args.d_recon > 0 else None
+    critic = FeatureCritic(args.d_features).train() if args.d_features else None
     enc = Encoder(args.df) if args.recon > 0 else None
     g_params = list(g.parameters()) + (list(enc.parameters()) if enc else [])
     betas = (args.beta1, args.beta2)
     opt_g = torch.optim.Adam(g_params, args.lr, betas=betas)
     d_params = list(d.parameters()) + (list(selfsup.parameters()) if selfsup else [])
+    d_params += list(critic.head.parameters()) if critic else []
     opt_d = torch.optim.Adam(d_params, args.lr_d or args.lr, betas=betas)
     classifier = load_shapes_classifier(None)
     fixed = torch.randn(64, Z_DIM, generator=torch.Generator().manual_seed(args.seed + 7))
@@ -461,12 +509,12 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         else:  # the release's: reals and fakes normalised each by their own statistics
             real_logits, h8 = d(real, y_real, map8=True)
             fake_logits = d(fake_seen.detach(), y_fake)
-        if args.loss == "hinge":
-            d_loss = F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
-        else:
-            d_loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+        hinge = args.loss == "hinge"
+        d_loss = pair_loss(real_logits, fake_logits, hinge)
         if selfsup is not None:
             d_loss = d_loss + args.d_recon * selfsup.loss(h8, real.detach(), gen)
+        if critic is not None:  # the same loss for the second discriminator
+            d_loss = d_loss + pair_loss(critic(real.detach()), critic(fake_seen.detach()), hinge)
         if args.r1 > 0:
             (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
             d_loss = d_loss + 0.5 * args.r1 * grad.pow(2).flatten(1).sum(1).mean()
@@ -478,8 +526,11 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
             fake_logits = d(torch.cat([real.detach(), fake_seen]))[len(real) :]
         else:
             fake_logits = d(fake_seen, y_fake)
-        hinge = args.loss == "hinge"
-        g_loss = -fake_logits.mean() if hinge else F.softplus(-fake_logits).mean()
+        g_loss = generator_loss(fake_logits, hinge)
+        if critic is not None:
+            critic.head.requires_grad_(False)
+            g_loss = g_loss + generator_loss(critic(fake_seen), hinge)
+            critic.head.requires_grad_(True)
         if enc is not None:
             rec = (fake[:half] - real[:half].detach()).abs().mean()
             kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
@@ -588,6 +639,13 @@ def make_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="blur what the discriminator sees, reals and fakes alike (Gaussian sigma in px; "
         "0: off): it can no longer tell fakes by pixel-level texture",
+    )
+    parser.add_argument(
+        "--d-features",
+        default="",
+        metavar="DAMSM",
+        help="add a second discriminator on the frozen CNN image encoder of this DAMSM (or "
+        "AttnGAN) model folder ('': off)",
     )
     parser.add_argument("--r1", type=float, default=0.0, help="R1 penalty weight gamma")
     parser.add_argument("--recon", type=float, default=0.0, help="cVAE-GAN's L1 weight (0: off)")

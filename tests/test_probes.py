@@ -14,6 +14,7 @@ import torch
 from attngan.data.shapes import render_blob_twin
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+BUNDLED = Path(__file__).resolve().parents[1] / "src" / "attngan" / "assets" / "shapes-model"
 
 from conditioning_probe import explained, probe  # noqa: E402
 
@@ -139,6 +140,7 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
         ["--simple", "--labels"],
         ["--simple", "--zoom", "--labels", "--g-arch", "resnet", "--d-arch", "resnet"],
         ["--simple", "--labels", "--g-arch", "dcgan", "--d-arch", "dcgan", "--d-blur", "1"],
+        ["--simple", "--d-features", str(BUNDLED), "--loss", "hinge"],
     )
     for extra in variants:
         small = ["--steps", "4", "--every", "2", "--batch", "4", "--gf", "8", "--df", "8"]
@@ -186,3 +188,17 @@ def test_gan_loop_label_conditioning_reaches_both_players():
         assert torch.equal(d(images, y), d(images, (y + 1) % 8))  # projection starts at zero
         torch.nn.init.normal_(d.embed.weight)
         assert not torch.allclose(d(images, y), d(images, (y + 1) % 8))
+
+
+def test_gan_loop_feature_critic_trains_its_head_only():
+    from gan_loop import FeatureCritic
+
+    critic = FeatureCritic(str(BUNDLED)).train()
+    assert not critic.encoder.training and critic.head.training  # the encoder stays frozen
+    images = torch.rand(4, 3, 64, 64, requires_grad=True) * 2 - 1
+    images.retain_grad()
+    critic(images).sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0  # reaches the generator
+    assert all(p.grad is None for p in critic.encoder.parameters())
+    assert all(p.grad is not None for p in critic.head.parameters())
+    assert critic(torch.zeros(2, 3, 32, 32)).shape == (2,)  # other sizes are resized
