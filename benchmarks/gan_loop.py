@@ -11,9 +11,11 @@ One switch at a time tries a cure: ``--d-head patch`` (one logit per 8x8 cell), 
 encoder gives half the batch its real image's z, which the generator must reconstruct, L1 weight
 W, KL weight ``--kl``), ``--d-recon W`` (FastGAN's self-supervised discriminator), ``--d-batch
 joint`` (BatchNorm over reals and fakes as one batch), ``--lr-d`` (the discriminator's own
-rate). ``--simple`` keeps the images with one object on a plain background. A run is
-deterministic for its arguments; ``--every`` is one of them (scoring draws the generator's
-conditioning noise from torch's global generator, which training draws from too).
+rate), ``--n-dis K`` (K discriminator steps per generator step), ``--ema D`` (also score a
+moving average of the generator's weights, decay D). ``--simple`` keeps the images with one
+object on a plain background. A run is deterministic for its arguments; ``--every`` is one of
+them (scoring draws the generator's conditioning noise from torch's global generator, which
+training draws from too).
 
     python benchmarks/gan_loop.py OUT [--data data/shapes] [--simple] [--steps 3000] [--every 500]
 """
@@ -348,6 +350,16 @@ def blur(images: Tensor, sigma: float) -> Tensor:
     return TF.gaussian_blur(images, [2 * radius + 1] * 2, [sigma, sigma])
 
 
+@torch.no_grad()
+def ema_update(average: nn.Module, model: nn.Module, decay: float) -> None:
+    """``average`` <- decay * ``average`` + (1 - decay) * ``model`` for the parameters; the
+    buffers (BatchNorm's running statistics) are copied."""
+    for a, p in zip(average.parameters(), model.parameters(), strict=True):
+        a.lerp_(p, 1 - decay)
+    for a, b in zip(average.buffers(), model.buffers(), strict=True):
+        a.copy_(b)
+
+
 def _dcgan_init(module: nn.Module) -> None:
     if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
         nn.init.normal_(module.weight, 0, 0.02)
@@ -449,6 +461,8 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.n_dis < 1 or not 0 <= args.ema < 1:
+        raise AttnGANError("--n-dis must be at least 1 and --ema in [0, 1)")
     if args.zoom and not args.simple:
         raise AttnGANError("--zoom needs --simple (one object per image)")
     if args.labels and not args.simple or args.labels and (args.recon or args.d_batch == "joint"):
@@ -484,23 +498,25 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
                            None if labels is None else labels[:240])  # fmt: skip
     print(f"{len(images)} images; real: {fmt(real_stats)}", flush=True)
     gen, rows, start = torch.Generator().manual_seed(args.seed + 1), [], time.time()
-    for step in range(1, args.steps + 1):
+    hinge = args.loss == "hinge"
+    g_ema = copy.deepcopy(g).eval().requires_grad_(False) if args.ema else None
+
+    def batch() -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         pick = torch.randint(0, len(images), (args.batch,), generator=gen)
         real = images[pick].float() / 127.5 - 1
         z = torch.randn(args.batch, Z_DIM, generator=gen)
         y_real = y_fake = None
         if classes:
             y_real, y_fake = labels[pick], torch.randint(0, classes, (args.batch,), generator=gen)
-        if enc is not None:  # the first half reconstructs its real image from the encoder's z
-            half = args.batch // 2
-            mu, logvar = enc(real[:half])
-            eps = torch.randn(half, Z_DIM, generator=gen)
-            z = torch.cat([mu + eps * (0.5 * logvar).exp(), z[half:]])
-        fake = g(z, y_fake)
+        return real, z, y_real, y_fake
+
+    def seen(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
         if args.d_blur > 0:  # the discriminator sees both through the same low-pass filter
-            real, fake_seen = blur(real, args.d_blur), blur(fake, args.d_blur)
-        else:
-            fake_seen = fake
+            return blur(real, args.d_blur), blur(fake, args.d_blur)
+        return real, fake
+
+    def d_update(real: Tensor, fake_seen: Tensor, y_real, y_fake) -> Tensor:
+        """One step of the discriminator(s) on these reals and (detached) fakes."""
         if args.r1 > 0:
             real.requires_grad_(True)
         if args.d_batch == "joint":  # one BatchNorm batch of reals and fakes
@@ -509,7 +525,6 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         else:  # the release's: reals and fakes normalised each by their own statistics
             real_logits, h8 = d(real, y_real, map8=True)
             fake_logits = d(fake_seen.detach(), y_fake)
-        hinge = args.loss == "hinge"
         d_loss = pair_loss(real_logits, fake_logits, hinge)
         if selfsup is not None:
             d_loss = d_loss + args.d_recon * selfsup.loss(h8, real.detach(), gen)
@@ -521,6 +536,23 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
+        return d_loss
+
+    for step in range(1, args.steps + 1):
+        for _ in range(args.n_dis - 1):  # the discriminator's extra steps, on batches of their own
+            real, z, y_real, y_fake = batch()
+            with torch.no_grad():
+                fake = g(z, y_fake)
+            d_update(*seen(real, fake), y_real, y_fake)
+        real, z, y_real, y_fake = batch()
+        if enc is not None:  # the first half reconstructs its real image from the encoder's z
+            half = args.batch // 2
+            mu, logvar = enc(real[:half])
+            eps = torch.randn(half, Z_DIM, generator=gen)
+            z = torch.cat([mu + eps * (0.5 * logvar).exp(), z[half:]])
+        fake = g(z, y_fake)
+        real, fake_seen = seen(real, fake)
+        d_loss = d_update(real, fake_seen, y_real, y_fake)
         d.requires_grad_(False)  # the generator's step leaves the discriminator's gradients out
         if args.d_batch == "joint":
             fake_logits = d(torch.cat([real.detach(), fake_seen]))[len(real) :]
@@ -539,9 +571,15 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         g_loss.backward()
         opt_g.step()
         d.requires_grad_(True)
+        if g_ema is not None:
+            ema_update(g_ema, g, args.ema)
         if step % args.every == 0 or step == args.steps:
             row = {"step": step, **score(g, enc, images, classifier, fixed, scored, out, step,
                                          args.zoom, args.score_train)}  # fmt: skip
+            if g_ema is not None:  # the average's samples, in eval mode
+                ema = score(g_ema, None, images, classifier, fixed, scored, out, step, args.zoom,
+                            name="ema")  # fmt: skip
+                row.update({f"ema_{k}": v for k, v in ema.items()})
             rows.append(row)
             stats = fmt({k: v for k, v in row.items() if k != "step"})
             print(f"step {step} ({time.time() - start:.0f} s): d {d_loss.item():.3f} "
@@ -551,15 +589,18 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
 
 @torch.no_grad()
 def score(g, enc, images, classifier, fixed, scored, out: Path, step: int,
-          zoom: bool = False, batch_stats: bool = False) -> dict[str, float]:  # fmt: skip
+          zoom: bool = False, batch_stats: bool = False, name: str = "step",
+          ) -> dict[str, float]:  # fmt: skip
     """``crispness`` of the samples from ``scored`` (through :func:`unzoom` with ``zoom``), drawn
-    in eval mode or, with ``batch_stats``, in training mode (batches of 60)."""
+    in eval mode or, with ``batch_stats``, in training mode (batches of 60); the grid of the
+    ``fixed`` samples goes to ``out/{name}-{step}.png``."""
     prep = unzoom if zoom else (lambda x: x)  # noqa: E731
+    was_training = g.training
     if batch_stats:  # a throwaway copy in training mode: BatchNorm by each batch's statistics
         g = copy.deepcopy(g).train()
     else:
         g.eval()
-    save_image(g(*fixed) * 0.5 + 0.5, out / f"step-{step:05d}.png", nrow=8)
+    save_image(g(*fixed) * 0.5 + 0.5, out / f"{name}-{step:05d}.png", nrow=8)
     z, y = scored
     samples = torch.cat([g(z[i : i + 60], None if y is None else y[i : i + 60])
                          for i in range(0, len(z), 60)])  # fmt: skip
@@ -572,7 +613,7 @@ def score(g, enc, images, classifier, fixed, scored, out: Path, step: int,
         row.update({f"recon_{k}": v for k, v in recs.items()})
         save_image(torch.cat([real[:32], rec[:32]]) * 0.5 + 0.5, out / f"recon-{step:05d}.png")
         enc.train()
-    g.train()
+    g.train(was_training)
     return row
 
 
@@ -661,6 +702,16 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="draw the scored samples in training mode (each batch's BatchNorm statistics) "
         "instead of eval mode (the running ones)",
+    )
+    parser.add_argument(
+        "--n-dis", type=int, default=1, help="discriminator steps per generator step (SNGAN: 5)"
+    )
+    parser.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="also score an exponential moving average of the generator's weights with this "
+        "decay (0: off; the trainer's is 0.999), as ema_* columns and ema-*.png grids",
     )
     parser.add_argument("--seed", type=int, default=0)
     return parser

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from attngan.data.shapes import render_blob_twin
+from attngan.errors import AttnGANError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "attngan" / "assets" / "shapes-model"
@@ -141,6 +143,7 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
         ["--simple", "--zoom", "--labels", "--g-arch", "resnet", "--d-arch", "resnet"],
         ["--simple", "--labels", "--g-arch", "dcgan", "--d-arch", "dcgan", "--d-blur", "1"],
         ["--simple", "--d-features", str(BUNDLED), "--loss", "hinge"],
+        ["--simple", "--n-dis", "3", "--ema", "0.9", "--labels"],
     )
     for extra in variants:
         small = ["--steps", "4", "--every", "2", "--batch", "4", "--gf", "8", "--df", "8"]
@@ -151,54 +154,51 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
         assert [row["step"] for row in rows] == [2, 4]
         assert ("recon_crisp" in rows[-1]) == ("--recon" in extra)
         assert ("right" in rows[-1]) == ("--labels" in extra)
+        assert ("ema_objects" in rows[-1]) == ("--ema" in extra)
         assert (tmp_path / "out" / "step-00004.png").is_file()
+    assert (tmp_path / "out" / "ema-00004.png").is_file()
+    with pytest.raises(AttnGANError, match="n-dis"):
+        run(make_parser().parse_args([str(tmp_path / "out"), "--data", str(root), "--n-dis", "0"]))
 
 
-def test_gan_loop_resnet_pair_shapes_and_spectral_norm():
-    from gan_loop import ResNetDiscriminator, ResNetGenerator
-
-    torch.manual_seed(0)
-    g = ResNetGenerator(4)
-    images = g(torch.randn(3, 100))
-    assert images.shape == (3, 3, 64, 64) and images.abs().max() <= 1
-    d = ResNetDiscriminator(4)
-    logits, h8 = d(images, map8=True)
-    assert logits.shape == (3,) and h8.shape == (3, 16, 8, 8)
-    parametrized = [m for m in d.modules() if hasattr(m, "parametrizations")]
-    assert len(parametrized) == 3 * 4 + 1  # every conv and the linear layer
-    # spectral norm holds the linear layer's largest singular value at 1 (after power steps)
-    for _ in range(20):
-        d(images)
-    assert torch.linalg.matrix_norm(d.fc.weight, ord=2).item() == pytest.approx(1, abs=0.05)
-    plain = ResNetDiscriminator(4, sn=False)
-    assert not any(hasattr(m, "parametrizations") for m in plain.modules())
-
-
-def test_gan_loop_label_conditioning_reaches_both_players():
-    from gan_loop import DCGANDiscriminator, DCGANGenerator, UncondDiscriminator, UncondGenerator
+def test_gan_loop_ema_moves_a_share_towards_the_model_and_copies_buffers():
+    from gan_loop import ema_update
 
     torch.manual_seed(0)
-    z, y = torch.randn(4, 100), torch.tensor([0, 1, 2, 3])
-    for g in (UncondGenerator(4, classes=8), DCGANGenerator(4, classes=8)):
-        g.eval()
-        a, b = g(z, y), g(z, (y + 1) % 8)
-        assert a.shape == (4, 3, 64, 64) and (a - b).abs().max() > 1e-4  # the label is read
-    for d in (UncondDiscriminator(4, classes=8), DCGANDiscriminator(4, classes=8)):
-        images = torch.randn(4, 3, 64, 64)
-        assert torch.equal(d(images, y), d(images, (y + 1) % 8))  # projection starts at zero
-        torch.nn.init.normal_(d.embed.weight)
-        assert not torch.allclose(d(images, y), d(images, (y + 1) % 8))
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    average = copy.deepcopy(model)
+    before = average[0].weight.clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    model.train()(torch.randn(8, 3))  # moves the running statistics
+    ema_update(average, model, 0.9)
+    assert torch.allclose(average[0].weight, before + 0.1, atol=1e-6)
+    assert torch.equal(average[1].running_mean, model[1].running_mean)
+    assert not torch.equal(average[0].weight, model[0].weight)
 
 
-def test_gan_loop_feature_critic_trains_its_head_only():
-    from gan_loop import FeatureCritic
+def test_gan_loop_extra_discriminator_steps_change_the_run_and_one_keeps_it(tmp_path, monkeypatch):
+    import gan_loop
 
-    critic = FeatureCritic(str(BUNDLED)).train()
-    assert not critic.encoder.training and critic.head.training  # the encoder stays frozen
-    images = torch.rand(4, 3, 64, 64, requires_grad=True) * 2 - 1
-    images.retain_grad()
-    critic(images).sum().backward()
-    assert images.grad is not None and images.grad.abs().sum() > 0  # reaches the generator
-    assert all(p.grad is None for p in critic.encoder.parameters())
-    assert all(p.grad is not None for p in critic.head.parameters())
-    assert critic(torch.zeros(2, 3, 32, 32)).shape == (2,)  # other sizes are resized
+    from attngan.data.shapes import build_shapes
+
+    made = []
+
+    class Recorded(gan_loop.UncondDiscriminator):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(gan_loop, "UncondDiscriminator", Recorded)
+    root = tmp_path / "shapes"
+    build_shapes(root, num_train=24, num_test=2, image_size=64, workers=1, progress=False)
+    small = ["--data", str(root), "--steps", "2", "--every", "2", "--batch", "4", "--gf", "4",
+             "--df", "4"]  # fmt: skip
+
+    def d_weights(extra: list[str]) -> torch.Tensor:
+        gan_loop.run(gan_loop.make_parser().parse_args([str(tmp_path / "out"), *small, *extra]))
+        return torch.cat([p.detach().flatten() for p in made[-1].parameters()])
+
+    base = d_weights([])
+    assert torch.equal(base, d_weights(["--n-dis", "1"]))  # deterministic, one step as before
+    assert not torch.allclose(base, d_weights(["--n-dis", "2"]))
