@@ -123,9 +123,13 @@ class UncondGenerator(nn.Module):
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         b = z.size(0)
-        mask = torch.zeros(b, 1, dtype=torch.bool)
-        sentence = self.embed(y) if self.embed is not None else torch.zeros(b, TEXT_DIM)
-        return self.net(z, sentence, torch.zeros(b, TEXT_DIM, 1), mask).images[-1]
+        mask = torch.zeros(b, 1, dtype=torch.bool, device=z.device)
+        if self.embed is not None:
+            sentence = self.embed(y)
+        else:
+            sentence = torch.zeros(b, TEXT_DIM, device=z.device)
+        words = torch.zeros(b, TEXT_DIM, 1, device=z.device)
+        return self.net(z, sentence, words, mask).images[-1]
 
 
 class UncondDiscriminator(nn.Module):
@@ -497,17 +501,26 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     real_stats = crispness(classifier, unzoom(images[:240]) if args.zoom else images[:240],
                            None if labels is None else labels[:240])  # fmt: skip
     print(f"{len(images)} images; real: {fmt(real_stats)}", flush=True)
+    dev = torch.device(args.device)
+    for module in (g, d, selfsup, critic, enc):
+        if module is not None:
+            module.to(dev)
+    images = images.to(dev)
+    labels = None if labels is None else labels.to(dev)
+    fixed = tuple(None if t is None else t.to(dev) for t in fixed)
+    scored = tuple(None if t is None else t.to(dev) for t in scored)
     gen, rows, start = torch.Generator().manual_seed(args.seed + 1), [], time.time()
     hinge = args.loss == "hinge"
     g_ema = copy.deepcopy(g).eval().requires_grad_(False) if args.ema else None
 
     def batch() -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        pick = torch.randint(0, len(images), (args.batch,), generator=gen)
+        pick = torch.randint(0, len(images), (args.batch,), generator=gen).to(dev)
         real = images[pick].float() / 127.5 - 1
-        z = torch.randn(args.batch, Z_DIM, generator=gen)
+        z = torch.randn(args.batch, Z_DIM, generator=gen).to(dev)
         y_real = y_fake = None
         if classes:
-            y_real, y_fake = labels[pick], torch.randint(0, classes, (args.batch,), generator=gen)
+            y_fake = torch.randint(0, classes, (args.batch,), generator=gen).to(dev)
+            y_real = labels[pick]
         return real, z, y_real, y_fake
 
     def seen(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
@@ -548,7 +561,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         if enc is not None:  # the first half reconstructs its real image from the encoder's z
             half = args.batch // 2
             mu, logvar = enc(real[:half])
-            eps = torch.randn(half, Z_DIM, generator=gen)
+            eps = torch.randn(half, Z_DIM, generator=gen).to(dev)
             z = torch.cat([mu + eps * (0.5 * logvar).exp(), z[half:]])
         fake = g(z, y_fake)
         real, fake_seen = seen(real, fake)
@@ -603,15 +616,16 @@ def score(g, enc, images, classifier, fixed, scored, out: Path, step: int,
     save_image(g(*fixed) * 0.5 + 0.5, out / f"{name}-{step:05d}.png", nrow=8)
     z, y = scored
     samples = torch.cat([g(z[i : i + 60], None if y is None else y[i : i + 60])
-                         for i in range(0, len(z), 60)])  # fmt: skip
-    row = crispness(classifier, prep(to_uint8(samples)), y)
+                         for i in range(0, len(z), 60)]).cpu()  # fmt: skip
+    row = crispness(classifier, prep(to_uint8(samples)), None if y is None else y.cpu())
     if enc is not None:
         enc.eval()
         real = images[:240].float() / 127.5 - 1
-        rec = torch.cat([g(enc(real[i : i + 60])[0]) for i in range(0, len(real), 60)])
+        rec = torch.cat([g(enc(real[i : i + 60])[0]) for i in range(0, len(real), 60)]).cpu()
         recs = crispness(classifier, prep(to_uint8(rec)))
         row.update({f"recon_{k}": v for k, v in recs.items()})
-        save_image(torch.cat([real[:32], rec[:32]]) * 0.5 + 0.5, out / f"recon-{step:05d}.png")
+        pair = torch.cat([real[:32].cpu(), rec[:32]])
+        save_image(pair * 0.5 + 0.5, out / f"recon-{step:05d}.png")
         enc.train()
     g.train(was_training)
     return row
@@ -714,6 +728,9 @@ def make_parser() -> argparse.ArgumentParser:
         "decay (0: off; the trainer's is 0.999), as ema_* columns and ema-*.png grids",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--device", default="cpu", help="where the networks train (cpu, cuda); scores on the CPU"
+    )
     return parser
 
 

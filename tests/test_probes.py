@@ -202,3 +202,22 @@ def test_gan_loop_extra_discriminator_steps_change_the_run_and_one_keeps_it(tmp_
     base = d_weights([])
     assert torch.equal(base, d_weights(["--n-dis", "1"]))  # deterministic, one step as before
     assert not torch.allclose(base, d_weights(["--n-dis", "2"]))
+
+
+def test_gpu_loop_script_dry_run_on_the_cpu(tmp_path):
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "DEVICE": "cpu", "BUDGET": "200",
+           "STEPS": "2", "EVERY": "1", "NUM_TRAIN": "60", "VARIANTS": "tiny=--gf 4 --df 4",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
+    done = subprocess.run(["bash", str(root / "benchmarks" / "gpu_loop.sh")], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "== tiny" in done.stdout and "step 2 " in done.stdout and "ema_crisp" in done.stdout
+    assert {p.name for p in (tmp_path / "out" / "tiny").iterdir()} == {
+        "tiny.log",
+        "step-00002.png",
+        "ema-00002.png",
+    }
