@@ -459,6 +459,26 @@ def fmt(stats: dict[str, float]) -> str:
     return " ".join(f"{k} {v:.3f}" for k, v in stats.items())
 
 
+def calibrate(root: Path, simple: bool, count: int = 480, seed: int = 0) -> dict[str, dict]:
+    """``crispness`` (and ``right``, with ``simple``) of ``count`` real training images as they
+    are and degraded: Gaussian noise, blur, or through a smaller image and back (bilinear):
+    what a score of the samples means in pixels."""
+    images = load_images(root, simple)[:count]
+    labels = shape_labels(root)[:count] if simple else None
+    x = images.float() / 127.5 - 1
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+
+    def via(side: int) -> Tensor:
+        small = F.interpolate(x, size=side, mode="bilinear", antialias=True)
+        return F.interpolate(small, size=SIZE, mode="bilinear")
+
+    cases = {"as they are": x, "noise 0.05": x + 0.05 * noise, "noise 0.15": x + 0.15 * noise,
+             "blur 1 px": blur(x, 1.0), "blur 2 px": blur(x, 2.0), "via 32 px": via(32),
+             "via 16 px": via(16)}  # fmt: skip
+    classifier = load_shapes_classifier(None)
+    return {name: crispness(classifier, to_uint8(v), labels) for name, v in cases.items()}
+
+
 def run(args: argparse.Namespace) -> list[dict[str, float]]:
     """Train; every ``args.every`` steps (and at the end) a row of ``crispness`` for the samples
     (and, with ``--recon``, ``recon_*`` for the reconstructions of 240 real images)."""
@@ -729,6 +749,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="train nothing: score real images as they are and degraded (noise, blur, a "
+        "smaller image), to read the samples' scores against",
+    )
+    parser.add_argument(
         "--device", default="cpu", help="where the networks train (cpu, cuda); scores on the CPU"
     )
     return parser
@@ -737,6 +763,10 @@ def make_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = make_parser().parse_args()
     try:
+        if args.calibrate:
+            for name, row in calibrate(Path(args.data), args.simple).items():
+                print(f"real images, {name}: {fmt(row)}")
+            return
         run(args)
     except AttnGANError as err:
         raise SystemExit(f"error: {err}") from None

@@ -221,3 +221,16 @@ def test_gpu_loop_script_dry_run_on_the_cpu(tmp_path):
         "step-00002.png",
         "ema-00002.png",
     }
+
+
+def test_gan_loop_calibration_scores_degraded_reals_lower(tmp_path):
+    from gan_loop import calibrate
+
+    from attngan.data.shapes import build_shapes
+
+    root = tmp_path / "shapes"
+    build_shapes(root, num_train=80, num_test=2, image_size=128, workers=1, progress=False)
+    rows = calibrate(root, simple=True)
+    assert rows["as they are"]["crisp"] > 0.8 and rows["as they are"]["right"] > 0.8
+    assert rows["via 16 px"]["crisp"] < rows["as they are"]["crisp"] - 0.1
+    assert set(rows) >= {"noise 0.05", "blur 2 px", "via 32 px"}
