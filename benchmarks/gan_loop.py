@@ -45,6 +45,7 @@ from attngan.evaluation.shapes_classifier import _predict, load_shapes_classifie
 from attngan.models.discriminator import Discriminator
 from attngan.models.generator import Generator
 from attngan.models.layers import UpBlock
+from attngan.training.gan import ema_decay, ema_update
 
 SIZE, Z_DIM, TEXT_DIM = 64, 100, 128
 
@@ -354,16 +355,6 @@ def blur(images: Tensor, sigma: float) -> Tensor:
     return TF.gaussian_blur(images, [2 * radius + 1] * 2, [sigma, sigma])
 
 
-@torch.no_grad()
-def ema_update(average: nn.Module, model: nn.Module, decay: float) -> None:
-    """``average`` <- decay * ``average`` + (1 - decay) * ``model`` for the parameters; the
-    buffers (BatchNorm's running statistics) are copied."""
-    for a, p in zip(average.parameters(), model.parameters(), strict=True):
-        a.lerp_(p, 1 - decay)
-    for a, b in zip(average.buffers(), model.buffers(), strict=True):
-        a.copy_(b)
-
-
 def _dcgan_init(module: nn.Module) -> None:
     if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
         nn.init.normal_(module.weight, 0, 0.02)
@@ -605,7 +596,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         opt_g.step()
         d.requires_grad_(True)
         if g_ema is not None:
-            ema_update(g_ema, g, args.ema)
+            ema_update(g_ema, g, ema_decay(args.ema, step))  # as the trainer's EMA
         if step % args.every == 0 or step == args.steps:
             row = {"step": step, **score(g, enc, images, classifier, fixed, scored, out, step,
                                          args.zoom, args.score_train)}  # fmt: skip
@@ -745,7 +736,8 @@ def make_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="also score an exponential moving average of the generator's weights with this "
-        "decay (0: off; the trainer's is 0.999), as ema_* columns and ema-*.png grids",
+        "decay (0: off; the trainer's is 0.999, with its warm-up), as ema_* columns and "
+        "ema-*.png grids",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
