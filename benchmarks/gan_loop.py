@@ -12,7 +12,8 @@ encoder gives half the batch its real image's z, which the generator must recons
 W, KL weight ``--kl``), ``--d-recon W`` (FastGAN's self-supervised discriminator), ``--d-batch
 joint`` (BatchNorm over reals and fakes as one batch), ``--lr-d`` (the discriminator's own
 rate), ``--n-dis K`` (K discriminator steps per generator step), ``--ema D`` (also score a
-moving average of the generator's weights, decay D). ``--simple`` keeps the images with one
+moving average of the generator's weights, decay D), ``--labels --ac W`` (AC-GAN's auxiliary
+shape classifier in the discriminator, weight W). ``--simple`` keeps the images with one
 object on a plain background. A run is deterministic for its arguments; ``--every`` is one of
 them (scoring draws the generator's conditioning noise from torch's global generator, which
 training draws from too).
@@ -482,6 +483,8 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         raise AttnGANError("--zoom needs --simple (one object per image)")
     if args.labels and not args.simple or args.labels and (args.recon or args.d_batch == "joint"):
         raise AttnGANError("--labels needs --simple, and works without --recon and joint batches")
+    if args.ac and not args.labels:
+        raise AttnGANError("--ac needs --labels")
     images = load_images(Path(args.data), args.simple, args.zoom)
     classes = len(SHAPES) if args.labels else 0
     labels = shape_labels(Path(args.data)) if classes else None
@@ -501,6 +504,9 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     opt_g = torch.optim.Adam(g_params, args.lr, betas=betas)
     d_params = list(d.parameters()) + (list(selfsup.parameters()) if selfsup else [])
     d_params += list(critic.head.parameters()) if critic else []
+    # AC-GAN's auxiliary classifier (Odena et al. 2017): the shape from D's pooled 8x8 map
+    ac = nn.Linear(4 * args.df, classes) if args.ac else None
+    d_params += list(ac.parameters()) if ac else []
     opt_d = torch.optim.Adam(d_params, args.lr_d or args.lr, betas=betas)
     classifier = load_shapes_classifier(None)
     fixed = torch.randn(64, Z_DIM, generator=torch.Generator().manual_seed(args.seed + 7))
@@ -513,7 +519,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
                            None if labels is None else labels[:240])  # fmt: skip
     print(f"{len(images)} images; real: {fmt(real_stats)}", flush=True)
     dev = torch.device(args.device)
-    for module in (g, d, selfsup, critic, enc):
+    for module in (g, d, selfsup, critic, enc, ac):
         if module is not None:
             module.to(dev)
     images = images.to(dev)
@@ -550,6 +556,8 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
             real_logits, h8 = d(real, y_real, map8=True)
             fake_logits = d(fake_seen.detach(), y_fake)
         d_loss = pair_loss(real_logits, fake_logits, hinge)
+        if ac is not None:  # the classifier learns the shapes of real images only
+            d_loss = d_loss + args.ac * F.cross_entropy(ac(h8.mean((2, 3))), y_real)
         if selfsup is not None:
             d_loss = d_loss + args.d_recon * selfsup.loss(h8, real.detach(), gen)
         if critic is not None:  # the same loss for the second discriminator
@@ -580,9 +588,13 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         d.requires_grad_(False)  # the generator's step leaves the discriminator's gradients out
         if args.d_batch == "joint":
             fake_logits = d(torch.cat([real.detach(), fake_seen]))[len(real) :]
+        elif ac is not None:  # and the generator is rewarded for the shape it was asked for
+            fake_logits, fake_h8 = d(fake_seen, y_fake, map8=True)
         else:
             fake_logits = d(fake_seen, y_fake)
         g_loss = generator_loss(fake_logits, hinge)
+        if ac is not None:
+            g_loss = g_loss + args.ac * F.cross_entropy(ac(fake_h8.mean((2, 3))), y_fake)
         if critic is not None:
             critic.head.requires_grad_(False)
             g_loss = g_loss + generator_loss(critic(fake_seen), hinge)
@@ -721,6 +733,13 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --simple: a class-conditional GAN on the object's shape (the generator's "
         "input, a projection discriminator); scores add `right`, the share drawn as asked",
+    )
+    parser.add_argument(
+        "--ac",
+        type=float,
+        default=0.0,
+        help="with --labels: weight of AC-GAN's auxiliary classifier (the shape from the "
+        "discriminator's 8x8 map; it learns on real images, the generator is scored by it; 0: off)",
     )
     parser.add_argument(
         "--score-train",

@@ -143,6 +143,7 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
         ["--simple", "--labels", "--g-arch", "dcgan", "--d-arch", "dcgan", "--d-blur", "1"],
         ["--simple", "--d-features", str(BUNDLED), "--loss", "hinge"],
         ["--simple", "--n-dis", "3", "--ema", "0.9", "--labels"],
+        ["--simple", "--labels", "--ac", "1", "--g-arch", "dcgan", "--d-arch", "dcgan"],
     )
     for extra in variants:
         small = ["--steps", "4", "--every", "2", "--batch", "4", "--gf", "8", "--df", "8"]
@@ -158,6 +159,8 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
     assert (tmp_path / "out" / "ema-00004.png").is_file()
     with pytest.raises(AttnGANError, match="n-dis"):
         run(make_parser().parse_args([str(tmp_path / "out"), "--data", str(root), "--n-dis", "0"]))
+    with pytest.raises(AttnGANError, match="--ac needs --labels"):
+        run(make_parser().parse_args([str(tmp_path / "out"), "--data", str(root), "--ac", "1"]))
 
 
 def test_gan_loop_extra_discriminator_steps_change_the_run_and_one_keeps_it(tmp_path, monkeypatch):
