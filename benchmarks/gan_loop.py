@@ -471,6 +471,47 @@ def calibrate(root: Path, simple: bool, count: int = 480, seed: int = 0) -> dict
     return {name: crispness(classifier, to_uint8(v), labels) for name, v in cases.items()}
 
 
+def readout(h8: Tensor, pool: str) -> Tensor:
+    """The discriminator's 8x8 map -> one vector per image: the mean or the max over positions."""
+    return h8.mean((2, 3)) if pool == "mean" else h8.amax((2, 3))
+
+
+def probe_d(args: argparse.Namespace, held: int = 500) -> list[tuple[int, float, float]]:
+    """No game: the preset's discriminator (``--df``) and a linear head on its pooled 8x8 map
+    (``args.probe_d``: mean or max), trained together to name the shape of real simple images
+    (cross-entropy, Adam at ``--lr-d`` or ``--lr``, ``--beta1``/``--beta2``, ``--batch``); every
+    ``--every`` steps ``(step, batch loss, accuracy on the last held images)``. Can the
+    discriminator tell shapes apart, and how fast, when that is all it is asked?"""
+    torch.manual_seed(args.seed)
+    root = Path(args.data)
+    images, labels = load_images(root, True), shape_labels(root)
+    if len(images) <= held:
+        raise AttnGANError(f"--probe-d needs more than {held} simple images in {root}")
+    test_x, test_y = images[-held:].float() / 127.5 - 1, labels[-held:]
+    images, labels = images[:-held], labels[:-held]
+    d, head = UncondDiscriminator(args.df), nn.Linear(4 * args.df, len(SHAPES))
+    params = list(d.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, args.lr_d or args.lr, betas=(args.beta1, args.beta2))
+    gen, rows = torch.Generator().manual_seed(args.seed + 1), []
+    for step in range(1, args.steps + 1):
+        pick = torch.randint(0, len(images), (args.batch,), generator=gen)
+        _, h8 = d(images[pick].float() / 127.5 - 1, map8=True)
+        loss = F.cross_entropy(head(readout(h8, args.probe_d)), labels[pick])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % args.every == 0 or step == args.steps:
+            d.eval()
+            with torch.no_grad():
+                _, h8 = d(test_x, map8=True)
+                right = (head(readout(h8, args.probe_d)).argmax(1) == test_y).float().mean()
+            d.train()
+            rows.append((step, loss.item(), right.item()))
+            print(f"step {step}: loss {loss.item():.3f} held-out shape accuracy {right:.3f}",
+                  flush=True)  # fmt: skip
+    return rows
+
+
 def run(args: argparse.Namespace) -> list[dict[str, float]]:
     """Train; every ``args.every`` steps (and at the end) a row of ``crispness`` for the samples
     (and, with ``--recon``, ``recon_*`` for the reconstructions of 240 real images)."""
@@ -504,7 +545,8 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     opt_g = torch.optim.Adam(g_params, args.lr, betas=betas)
     d_params = list(d.parameters()) + (list(selfsup.parameters()) if selfsup else [])
     d_params += list(critic.head.parameters()) if critic else []
-    # AC-GAN's auxiliary classifier (Odena et al. 2017): the shape from D's pooled 8x8 map
+    # AC-GAN's auxiliary classifier (Odena et al. 2017): the shape from D's 8x8 map, pooled by
+    # its max over positions (the mean hides the small object: --probe-d)
     ac = nn.Linear(4 * args.df, classes) if args.ac else None
     d_params += list(ac.parameters()) if ac else []
     opt_d = torch.optim.Adam(d_params, args.lr_d or args.lr, betas=betas)
@@ -557,7 +599,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
             fake_logits = d(fake_seen.detach(), y_fake)
         d_loss = pair_loss(real_logits, fake_logits, hinge)
         if ac is not None:  # the classifier learns the shapes of real images only
-            d_loss = d_loss + args.ac * F.cross_entropy(ac(h8.mean((2, 3))), y_real)
+            d_loss = d_loss + args.ac * F.cross_entropy(ac(readout(h8, args.ac_pool)), y_real)
         if selfsup is not None:
             d_loss = d_loss + args.d_recon * selfsup.loss(h8, real.detach(), gen)
         if critic is not None:  # the same loss for the second discriminator
@@ -594,7 +636,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
             fake_logits = d(fake_seen, y_fake)
         g_loss = generator_loss(fake_logits, hinge)
         if ac is not None:
-            g_loss = g_loss + args.ac * F.cross_entropy(ac(fake_h8.mean((2, 3))), y_fake)
+            g_loss = g_loss + args.ac * F.cross_entropy(ac(readout(fake_h8, args.ac_pool)), y_fake)
         if critic is not None:
             critic.head.requires_grad_(False)
             g_loss = g_loss + generator_loss(critic(fake_seen), hinge)
@@ -742,6 +784,12 @@ def make_parser() -> argparse.ArgumentParser:
         "discriminator's 8x8 map; it learns on real images, the generator is scored by it; 0: off)",
     )
     parser.add_argument(
+        "--ac-pool",
+        choices=("max", "mean"),
+        default="max",
+        help="how --ac's classifier pools the 8x8 map over positions",
+    )
+    parser.add_argument(
         "--score-train",
         action="store_true",
         help="draw the scored samples in training mode (each batch's BatchNorm statistics) "
@@ -766,6 +814,13 @@ def make_parser() -> argparse.ArgumentParser:
         "smaller image), to read the samples' scores against",
     )
     parser.add_argument(
+        "--probe-d",
+        choices=("mean", "max"),
+        default="",
+        help="train no GAN: the discriminator and a linear head on its 8x8 map, pooled so, to "
+        "name real simple images' shapes; print the held-out accuracy every --every steps",
+    )
+    parser.add_argument(
         "--device", default="cpu", help="where the networks train (cpu, cuda); scores on the CPU"
     )
     return parser
@@ -774,6 +829,9 @@ def make_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = make_parser().parse_args()
     try:
+        if args.probe_d:
+            probe_d(args)
+            return
         if args.calibrate:
             for name, row in calibrate(Path(args.data), args.simple).items():
                 print(f"real images, {name}: {fmt(row)}")

@@ -220,3 +220,40 @@ def test_gan_loop_calibration_scores_degraded_reals_lower(tmp_path):
     assert rows["as they are"]["crisp"] > 0.8 and rows["as they are"]["right"] > 0.8
     assert rows["via 16 px"]["crisp"] < rows["as they are"]["crisp"] - 0.1
     assert set(rows) >= {"noise 0.05", "blur 2 px", "via 32 px"}
+
+
+def test_gan_loop_probe_d_trains_a_shape_readout(tmp_path):
+    from gan_loop import make_parser, probe_d
+
+    from attngan.data.shapes import build_shapes
+
+    root = tmp_path / "shapes"
+    build_shapes(root, num_train=200, num_test=2, image_size=64, workers=1, progress=False)
+    args = make_parser().parse_args(
+        [
+            str(tmp_path / "out"),
+            "--data",
+            str(root),
+            "--probe-d",
+            "max",
+            "--steps",
+            "4",
+            "--every",
+            "2",
+            "--batch",
+            "4",
+            "--df",
+            "4",
+        ]  # fmt: skip
+    )
+    with pytest.raises(AttnGANError, match="more than 500"):
+        probe_d(args)
+    rows = probe_d(args, held=10)
+    assert [row[0] for row in rows] == [2, 4]
+    assert all(row[1] > 0 and 0 <= row[2] <= 1 for row in rows)
+    # --ac and --probe-d pool the 8x8 map with the same function
+    from gan_loop import readout
+
+    h8 = torch.zeros(2, 3, 8, 8)
+    h8[0, 1, 4, 5] = 8.0
+    assert readout(h8, "max")[0, 1] == 8.0 and readout(h8, "mean")[0, 1] == 0.125
