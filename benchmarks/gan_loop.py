@@ -13,7 +13,8 @@ W, KL weight ``--kl``), ``--d-recon W`` (FastGAN's self-supervised discriminator
 joint`` (BatchNorm over reals and fakes as one batch), ``--lr-d`` (the discriminator's own
 rate), ``--n-dis K`` (K discriminator steps per generator step), ``--ema D`` (also score a
 moving average of the generator's weights, decay D), ``--labels --ac W`` (AC-GAN's auxiliary
-shape classifier in the discriminator, weight W). ``--simple`` keeps the images with one
+shape classifier in the discriminator, weight W), ``--ms W`` (MSGAN's mode-seeking term).
+``--simple`` keeps the images with one
 object on a plain background. A run is deterministic for its arguments; ``--every`` is one of
 them (scoring draws the generator's conditioning noise from torch's global generator, which
 training draws from too).
@@ -43,6 +44,7 @@ from attngan.errors import AttnGANError
 from attngan.evaluation import inception
 from attngan.evaluation.evaluate import shape_confidences
 from attngan.evaluation.shapes_classifier import _predict, load_shapes_classifier
+from attngan.losses import mode_seeking_loss
 from attngan.models.discriminator import Discriminator
 from attngan.models.generator import Generator
 from attngan.models.layers import UpBlock
@@ -624,7 +626,18 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
             mu, logvar = enc(real[:half])
             eps = torch.randn(half, Z_DIM, generator=gen).to(dev)
             z = torch.cat([mu + eps * (0.5 * logvar).exp(), z[half:]])
-        fake = g(z, y_fake)
+        if args.ms > 0:  # MSGAN: half the batch drawn again with other z (the same labels)
+            k = args.batch // 2
+            z2 = torch.randn(k, Z_DIM, generator=gen).to(dev)
+            both = g(
+                torch.cat([z, z2]), None if y_fake is None else torch.cat([y_fake, y_fake[:k]])
+            )
+            fake, seeking = (
+                both[: args.batch],
+                mode_seeking_loss(both[:k], both[args.batch :], z[:k], z2),
+            )
+        else:
+            fake = g(z, y_fake)
         real, fake_seen = seen(real, fake)
         d_loss = d_update(real, fake_seen, y_real, y_fake)
         d.requires_grad_(False)  # the generator's step leaves the discriminator's gradients out
@@ -635,6 +648,8 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         else:
             fake_logits = d(fake_seen, y_fake)
         g_loss = generator_loss(fake_logits, hinge)
+        if args.ms > 0:
+            g_loss = g_loss + args.ms * seeking
         if ac is not None:
             g_loss = g_loss + args.ac * F.cross_entropy(ac(readout(fake_h8, args.ac_pool)), y_fake)
         if critic is not None:
@@ -794,6 +809,13 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="draw the scored samples in training mode (each batch's BatchNorm statistics) "
         "instead of eval mode (the running ones)",
+    )
+    parser.add_argument(
+        "--ms",
+        type=float,
+        default=0.0,
+        help="weight of MSGAN's mode-seeking term (the trainer's train.mode_seeking; 0: off): "
+        "different z must give different images, of the same label with --labels",
     )
     parser.add_argument(
         "--n-dis", type=int, default=1, help="discriminator steps per generator step (SNGAN: 5)"

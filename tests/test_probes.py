@@ -144,6 +144,8 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
         ["--simple", "--d-features", str(BUNDLED), "--loss", "hinge"],
         ["--simple", "--n-dis", "3", "--ema", "0.9", "--labels"],
         ["--simple", "--labels", "--ac", "1", "--g-arch", "dcgan", "--d-arch", "dcgan"],
+        ["--simple", "--labels", "--ms", "1", "--ac", "1", "--ac-pool", "mean"],
+        ["--ms", "2", "--g-arch", "resnet", "--d-arch", "resnet"],
     )
     for extra in variants:
         small = ["--steps", "4", "--every", "2", "--batch", "4", "--gf", "8", "--df", "8"]
