@@ -259,3 +259,53 @@ def test_gan_loop_probe_d_trains_a_shape_readout(tmp_path):
     h8 = torch.zeros(2, 3, 8, 8)
     h8[0, 1, 4, 5] = 8.0
     assert readout(h8, "max")[0, 1] == 8.0 and readout(h8, "mean")[0, 1] == 0.125
+
+
+def test_gan_loop_resnet_pair_shapes_and_spectral_norm():
+    from gan_loop import ResNetDiscriminator, ResNetGenerator
+
+    torch.manual_seed(0)
+    g = ResNetGenerator(4)
+    images = g(torch.randn(3, 100))
+    assert images.shape == (3, 3, 64, 64) and images.abs().max() <= 1
+    d = ResNetDiscriminator(4)
+    logits, h8 = d(images, map8=True)
+    assert logits.shape == (3,) and h8.shape == (3, 16, 8, 8)
+    parametrized = [m for m in d.modules() if hasattr(m, "parametrizations")]
+    assert len(parametrized) == 3 * 4 + 1  # every conv and the linear layer
+    # spectral norm holds the linear layer's largest singular value at 1 (after power steps)
+    for _ in range(20):
+        d(images)
+    assert torch.linalg.matrix_norm(d.fc.weight, ord=2).item() == pytest.approx(1, abs=0.05)
+    plain = ResNetDiscriminator(4, sn=False)
+    assert not any(hasattr(m, "parametrizations") for m in plain.modules())
+
+
+def test_gan_loop_label_conditioning_reaches_both_players():
+    from gan_loop import DCGANDiscriminator, DCGANGenerator, UncondDiscriminator, UncondGenerator
+
+    torch.manual_seed(0)
+    z, y = torch.randn(4, 100), torch.tensor([0, 1, 2, 3])
+    for g in (UncondGenerator(4, classes=8), DCGANGenerator(4, classes=8)):
+        g.eval()
+        a, b = g(z, y), g(z, (y + 1) % 8)
+        assert a.shape == (4, 3, 64, 64) and (a - b).abs().max() > 1e-4  # the label is read
+    for d in (UncondDiscriminator(4, classes=8), DCGANDiscriminator(4, classes=8)):
+        images = torch.randn(4, 3, 64, 64)
+        assert torch.equal(d(images, y), d(images, (y + 1) % 8))  # projection starts at zero
+        torch.nn.init.normal_(d.embed.weight)
+        assert not torch.allclose(d(images, y), d(images, (y + 1) % 8))
+
+
+def test_gan_loop_feature_critic_trains_its_head_only():
+    from gan_loop import FeatureCritic
+
+    critic = FeatureCritic(str(BUNDLED)).train()
+    assert not critic.encoder.training and critic.head.training  # the encoder stays frozen
+    images = torch.rand(4, 3, 64, 64, requires_grad=True) * 2 - 1
+    images.retain_grad()
+    critic(images).sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0  # reaches the generator
+    assert all(p.grad is None for p in critic.encoder.parameters())
+    assert all(p.grad is not None for p in critic.head.parameters())
+    assert critic(torch.zeros(2, 3, 32, 32)).shape == (2,)  # other sizes are resized
