@@ -14,10 +14,9 @@ joint`` (BatchNorm over reals and fakes as one batch), ``--lr-d`` (the discrimin
 rate), ``--n-dis K`` (K discriminator steps per generator step), ``--ema D`` (also score a
 moving average of the generator's weights, decay D), ``--labels --ac W`` (AC-GAN's auxiliary
 shape classifier in the discriminator, weight W), ``--ms W`` (MSGAN's mode-seeking term).
-``--simple`` keeps the images with one
-object on a plain background. A run is deterministic for its arguments; ``--every`` is one of
-them (scoring draws the generator's conditioning noise from torch's global generator, which
-training draws from too).
+``--simple`` keeps the images with one object on a plain background. A run is deterministic for
+its arguments; ``--every`` is one of them (scoring draws the generator's conditioning noise from
+torch's global generator, which training draws from too).
 
     python benchmarks/gan_loop.py OUT [--data data/shapes] [--simple] [--steps 3000] [--every 500]
 """
@@ -44,7 +43,7 @@ from attngan.errors import AttnGANError
 from attngan.evaluation import inception
 from attngan.evaluation.evaluate import shape_confidences
 from attngan.evaluation.shapes_classifier import _predict, load_shapes_classifier
-from attngan.losses import mode_seeking_loss
+from attngan.losses import mode_seeking_loss, r1_penalty
 from attngan.models.discriminator import Discriminator
 from attngan.models.generator import Generator
 from attngan.models.layers import UpBlock
@@ -353,7 +352,9 @@ def generator_loss(fake_logits: Tensor, hinge: bool) -> Tensor:
 
 def blur(images: Tensor, sigma: float) -> Tensor:
     """A Gaussian blur of standard deviation ``sigma`` px (kernel out to 3 sigma), reflecting
-    at the borders."""
+    at the borders. The kernel of the trainer's ``losses.blur_images``, but through
+    torchvision's v1 functional, which the runs in docs/evaluation.md used (v2's output differs
+    by float rounding, up to 5e-7 on random images, so those runs might not reproduce)."""
     radius = max(1, math.ceil(3 * sigma))
     return TF.gaussian_blur(images, [2 * radius + 1] * 2, [sigma, sigma])
 
@@ -607,8 +608,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         if critic is not None:  # the same loss for the second discriminator
             d_loss = d_loss + pair_loss(critic(real.detach()), critic(fake_seen.detach()), hinge)
         if args.r1 > 0:
-            (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-            d_loss = d_loss + 0.5 * args.r1 * grad.pow(2).flatten(1).sum(1).mean()
+            d_loss = d_loss + 0.5 * args.r1 * r1_penalty(real_logits, real)
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
@@ -632,10 +632,8 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
             both = g(
                 torch.cat([z, z2]), None if y_fake is None else torch.cat([y_fake, y_fake[:k]])
             )
-            fake, seeking = (
-                both[: args.batch],
-                mode_seeking_loss(both[:k], both[args.batch :], z[:k], z2),
-            )
+            fake = both[: args.batch]
+            seeking = mode_seeking_loss(both[:k], both[args.batch :], z[:k], z2)
         else:
             fake = g(z, y_fake)
         real, fake_seen = seen(real, fake)
