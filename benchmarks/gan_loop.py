@@ -48,6 +48,7 @@ from attngan.models.discriminator import Discriminator
 from attngan.models.generator import Generator
 from attngan.models.layers import UpBlock
 from attngan.training.gan import ema_decay, ema_update
+from attngan.training.loop import resolve_device
 
 SIZE, Z_DIM, TEXT_DIM = 64, 100, 128
 
@@ -529,6 +530,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         raise AttnGANError("--labels needs --simple, and works without --recon and joint batches")
     if args.ac and not args.labels:
         raise AttnGANError("--ac needs --labels")
+    dev = resolve_device(args.device)  # a bad --device fails before the data is read
     images = load_images(Path(args.data), args.simple, args.zoom)
     classes = len(SHAPES) if args.labels else 0
     labels = shape_labels(Path(args.data)) if classes else None
@@ -563,7 +565,6 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     real_stats = crispness(classifier, unzoom(images[:240]) if args.zoom else images[:240],
                            None if labels is None else labels[:240])  # fmt: skip
     print(f"{len(images)} images; real: {fmt(real_stats)}", flush=True)
-    dev = torch.device(args.device)
     for module in (g, d, selfsup, critic, enc, ac):
         if module is not None:
             module.to(dev)

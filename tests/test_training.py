@@ -31,6 +31,7 @@ from attngan.training.loop import (
     epoch_batches,
     list_checkpoints,
     remove_partial_checkpoints,
+    resolve_device,
     write_checkpoint_atomic,
 )
 
@@ -859,3 +860,13 @@ def test_gan_trains_with_paired_blob_twins(shapes_root, damsm_run, tmp_path):
     with pytest.raises(TrainingError, match="train.d_negatives needs the folder"):
         train_gan(tiny(shapes_root, "train.d_negatives=1"), damsm=damsm_run, runs=tmp_path,
                   device="cpu", progress=False)  # fmt: skip
+
+
+def test_resolve_device_names_a_bad_device_in_one_line():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in {"cpu", "cuda"}
+    with pytest.raises(TrainingError, match="unknown device 'foo'"):
+        resolve_device("foo")
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="no CUDA device"):
+            resolve_device("cuda")
