@@ -526,8 +526,8 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         raise AttnGANError("--n-dis must be at least 1 and --ema in [0, 1)")
     if args.zoom and not args.simple:
         raise AttnGANError("--zoom needs --simple (one object per image)")
-    if args.labels and not args.simple or args.labels and (args.recon or args.d_batch == "joint"):
-        raise AttnGANError("--labels needs --simple, and works without --recon and joint batches")
+    if args.labels and not args.simple or args.labels and args.d_batch == "joint":
+        raise AttnGANError("--labels needs --simple, and works without joint batches")
     if args.ac and not args.labels:
         raise AttnGANError("--ac needs --labels")
     dev = resolve_device(args.device)  # a bad --device fails before the data is read
@@ -627,6 +627,8 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
             mu, logvar = enc(real[:half])
             eps = torch.randn(half, Z_DIM, generator=gen).to(dev)
             z = torch.cat([mu + eps * (0.5 * logvar).exp(), z[half:]])
+            if classes:  # ... and with its real image's label: the shape to draw is given
+                y_fake = torch.cat([y_real[:half], y_fake[half:]])
         if args.ms > 0:  # MSGAN: half the batch drawn again with other z (the same labels)
             k = args.batch // 2
             z2 = torch.randn(k, Z_DIM, generator=gen).to(dev)
@@ -667,7 +669,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
             ema_update(g_ema, g, ema_decay(args.ema, step))  # as the trainer's EMA
         if step % args.every == 0 or step == args.steps:
             row = {"step": step, **score(g, enc, images, classifier, fixed, scored, out, step,
-                                         args.zoom, args.score_train)}  # fmt: skip
+                                         args.zoom, args.score_train, labels=labels)}  # fmt: skip
             if g_ema is not None:  # the average's samples, in eval mode
                 ema = score(g_ema, None, images, classifier, fixed, scored, out, step, args.zoom,
                             name="ema")  # fmt: skip
@@ -682,10 +684,11 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
 @torch.no_grad()
 def score(g, enc, images, classifier, fixed, scored, out: Path, step: int,
           zoom: bool = False, batch_stats: bool = False, name: str = "step",
-          ) -> dict[str, float]:  # fmt: skip
+          labels: Tensor | None = None) -> dict[str, float]:  # fmt: skip
     """``crispness`` of the samples from ``scored`` (through :func:`unzoom` with ``zoom``), drawn
     in eval mode or, with ``batch_stats``, in training mode (batches of 60); the grid of the
-    ``fixed`` samples goes to ``out/{name}-{step}.png``."""
+    ``fixed`` samples goes to ``out/{name}-{step}.png``; with ``enc``, the same for the
+    reconstructions of the first 240 images (drawn with their ``labels``, when given)."""
     prep = unzoom if zoom else (lambda x: x)  # noqa: E731
     was_training = g.training
     if batch_stats:  # a throwaway copy in training mode: BatchNorm by each batch's statistics
@@ -700,8 +703,10 @@ def score(g, enc, images, classifier, fixed, scored, out: Path, step: int,
     if enc is not None:
         enc.eval()
         real = images[:240].float() / 127.5 - 1
-        rec = torch.cat([g(enc(real[i : i + 60])[0]) for i in range(0, len(real), 60)]).cpu()
-        recs = crispness(classifier, prep(to_uint8(rec)))
+        y = None if labels is None else labels[:240]
+        rec = torch.cat([g(enc(real[i : i + 60])[0], None if y is None else y[i : i + 60])
+                         for i in range(0, len(real), 60)]).cpu()  # fmt: skip
+        recs = crispness(classifier, prep(to_uint8(rec)), None if y is None else y.cpu())
         row.update({f"recon_{k}": v for k, v in recs.items()})
         pair = torch.cat([real[:32].cpu(), rec[:32]])
         save_image(pair * 0.5 + 0.5, out / f"recon-{step:05d}.png")

@@ -146,6 +146,7 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
         ["--simple", "--labels", "--ac", "1", "--g-arch", "dcgan", "--d-arch", "dcgan"],
         ["--simple", "--labels", "--ms", "1", "--ac", "1", "--ac-pool", "mean"],
         ["--ms", "2", "--g-arch", "resnet", "--d-arch", "resnet"],
+        ["--simple", "--labels", "--recon", "10"],
     )
     for extra in variants:
         small = ["--steps", "4", "--every", "2", "--batch", "4", "--gf", "8", "--df", "8"]
@@ -156,6 +157,7 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
         assert [row["step"] for row in rows] == [2, 4]
         assert ("recon_crisp" in rows[-1]) == ("--recon" in extra)
         assert ("right" in rows[-1]) == ("--labels" in extra)
+        assert ("recon_right" in rows[-1]) == ("--labels" in extra and "--recon" in extra)
         assert ("ema_objects" in rows[-1]) == ("--ema" in extra)
         assert (tmp_path / "out" / "step-00004.png").is_file()
     assert (tmp_path / "out" / "ema-00004.png").is_file()
