@@ -311,3 +311,38 @@ def test_gan_loop_feature_critic_trains_its_head_only():
     assert all(p.grad is None for p in critic.encoder.parameters())
     assert all(p.grad is not None for p in critic.head.parameters())
     assert critic(torch.zeros(2, 3, 32, 32)).shape == (2,)  # other sizes are resized
+
+
+def test_standing_stats_measures_batchnorm_again_for_the_saved_weights(tmp_path):
+    import shutil
+
+    from standing_stats import standing_statistics, training_captions
+
+    from attngan.pipeline import Pipeline
+
+    model = tmp_path / "model"
+    shutil.copytree(BUNDLED, model)
+    pipe = Pipeline.from_pretrained(model)
+    norms = [m for m in pipe.generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m.running_var.clone() for m in norms]
+    seen = {id(m): [] for m in norms}  # each batch's own variance, as training mode uses it
+    hooks = [
+        m.register_forward_hook(
+            lambda mod, inp, out: seen[id(mod)].append(inp[0].var((0, 2, 3), unbiased=True))
+        )
+        for m in norms
+    ]
+    captions = ["a big red heart in the top left corner", "a small blue star on the right"]
+    g = standing_statistics(pipe, captions, batches=3, batch_size=6)
+    for h in hooks:
+        h.remove()
+    assert not g.training and all(m.momentum == 0.1 for m in norms)
+    for m, old in zip(norms, before, strict=True):
+        mean_var = torch.stack(seen[id(m)]).mean(0)
+        assert len(seen[id(m)]) == 3
+        assert torch.allclose(m.running_var, mean_var, rtol=1e-4, atol=1e-6)  # a plain average
+        assert not torch.allclose(m.running_var, old)  # not the saved statistics
+    with pytest.raises(AttnGANError, match="batches"):
+        standing_statistics(pipe, captions, batches=0)
+    with pytest.raises(AttnGANError, match="metadata"):
+        training_captions(tmp_path)
