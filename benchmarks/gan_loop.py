@@ -524,6 +524,8 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     out.mkdir(parents=True, exist_ok=True)
     if args.n_dis < 1 or not 0 <= args.ema < 1:
         raise AttnGANError("--n-dis must be at least 1 and --ema in [0, 1)")
+    if args.ema_standing and not args.ema:
+        raise AttnGANError("--ema-standing needs --ema")
     if args.zoom and not args.simple:
         raise AttnGANError("--zoom needs --simple (one object per image)")
     if args.labels and not args.simple or args.labels and args.d_batch == "joint":
@@ -674,11 +676,36 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
                 ema = score(g_ema, None, images, classifier, fixed, scored, out, step, args.zoom,
                             name="ema")  # fmt: skip
                 row.update({f"ema_{k}": v for k, v in ema.items()})
+                if args.ema_standing:
+                    standing = standing_copy(g_ema, args.ema_standing, args.batch, classes, dev)
+                    emas = score(standing, None, images, classifier, fixed, scored, out, step,
+                                 args.zoom, name="emas")  # fmt: skip
+                    row.update({f"emas_{k}": v for k, v in emas.items()})
             rows.append(row)
             stats = fmt({k: v for k, v in row.items() if k != "step"})
             print(f"step {step} ({time.time() - start:.0f} s): d {d_loss.item():.3f} "
                   f"g {g_loss.item():.3f} {stats}", flush=True)  # fmt: skip
     return rows
+
+
+@torch.no_grad()
+def standing_copy(g: nn.Module, batches: int, batch: int, classes: int, dev) -> nn.Module:
+    """A copy of ``g`` whose BatchNorm running statistics are the plain average of its batch
+    statistics over ``batches`` training-mode batches of fresh z (and random labels), in eval
+    mode: the statistics of its own weights (``benchmarks/standing_stats.py`` for the trainer's
+    models). Its draws come from a generator of their own: training's stream is left alone."""
+    g = copy.deepcopy(g)
+    norms = [m for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    gen = torch.Generator().manual_seed(12345)
+    g.train()
+    for _ in range(batches):
+        z = torch.randn(batch, Z_DIM, generator=gen).to(dev)
+        y = torch.randint(0, classes, (batch,), generator=gen).to(dev) if classes else None
+        g(z, y)
+    return g.eval()
 
 
 @torch.no_grad()
@@ -831,6 +858,14 @@ def make_parser() -> argparse.ArgumentParser:
         help="also score an exponential moving average of the generator's weights with this "
         "decay (0: off; the trainer's is 0.999, with its warm-up), as ema_* columns and "
         "ema-*.png grids",
+    )
+    parser.add_argument(
+        "--ema-standing",
+        type=int,
+        default=0,
+        help="with --ema: also score the average after measuring its BatchNorm statistics again "
+        "over this many training-mode batches of fresh z (BigGAN's standing statistics; the "
+        "average otherwise holds the live generator's), as emas_* columns (0: off)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

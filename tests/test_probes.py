@@ -142,7 +142,7 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
         ["--simple", "--zoom", "--labels", "--g-arch", "resnet", "--d-arch", "resnet"],
         ["--simple", "--labels", "--g-arch", "dcgan", "--d-arch", "dcgan", "--d-blur", "1"],
         ["--simple", "--d-features", str(BUNDLED), "--loss", "hinge"],
-        ["--simple", "--n-dis", "3", "--ema", "0.9", "--labels"],
+        ["--simple", "--n-dis", "3", "--ema", "0.9", "--labels", "--ema-standing", "2"],
         ["--simple", "--labels", "--ac", "1", "--g-arch", "dcgan", "--d-arch", "dcgan"],
         ["--simple", "--labels", "--ms", "1", "--ac", "1", "--ac-pool", "mean"],
         ["--ms", "2", "--g-arch", "resnet", "--d-arch", "resnet"],
@@ -159,10 +159,14 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
         assert ("right" in rows[-1]) == ("--labels" in extra)
         assert ("recon_right" in rows[-1]) == ("--labels" in extra and "--recon" in extra)
         assert ("ema_objects" in rows[-1]) == ("--ema" in extra)
+        assert ("emas_objects" in rows[-1]) == ("--ema-standing" in extra)
         assert (tmp_path / "out" / "step-00004.png").is_file()
     assert (tmp_path / "out" / "ema-00004.png").is_file()
     with pytest.raises(AttnGANError, match="n-dis"):
         run(make_parser().parse_args([str(tmp_path / "out"), "--data", str(root), "--n-dis", "0"]))
+    with pytest.raises(AttnGANError, match="--ema-standing needs --ema"):
+        run(make_parser().parse_args([str(tmp_path / "out"), "--data", str(root),
+                                      "--ema-standing", "5"]))  # fmt: skip
     with pytest.raises(AttnGANError, match="--ac needs --labels"):
         run(make_parser().parse_args([str(tmp_path / "out"), "--data", str(root), "--ac", "1"]))
 
@@ -346,3 +350,17 @@ def test_standing_stats_measures_batchnorm_again_for_the_saved_weights(tmp_path)
         standing_statistics(pipe, captions, batches=0)
     with pytest.raises(AttnGANError, match="metadata"):
         training_captions(tmp_path)
+
+
+def test_gan_loop_standing_copy_measures_its_own_statistics():
+    from gan_loop import UncondGenerator, standing_copy
+
+    g = UncondGenerator(4).eval()
+    norms = [m for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m.running_mean.clone() for m in norms]
+    copy = standing_copy(g, batches=2, batch=3, classes=0, dev="cpu")
+    assert not copy.training and copy is not g
+    fresh = [m for m in copy.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(m.num_batches_tracked.item() == 2 for m in fresh)
+    assert all(torch.equal(m.running_mean, b) for m, b in zip(norms, before, strict=True))
+    assert any(not torch.allclose(m.running_mean, b) for m, b in zip(fresh, before, strict=True))
