@@ -9,10 +9,12 @@ beside the same for real images; it saves a grid of 64 samples there too.
 One switch at a time tries a cure: ``--d-head patch`` (one logit per 8x8 cell), ``--d-norm none
 --r1 G`` (a discriminator without BatchNorm, with the R1 penalty), ``--recon W`` (a cVAE-GAN: an
 encoder gives half the batch its real image's z, which the generator must reconstruct, L1 weight
-W, KL weight ``--kl``), ``--d-recon W`` (FastGAN's self-supervised discriminator), ``--d-batch
-joint`` (BatchNorm over reals and fakes as one batch), ``--lr-d`` (the discriminator's own
+W, KL weight ``--kl``; with ``--labels`` that half is drawn with its real image's label),
+``--d-recon W`` (FastGAN's self-supervised discriminator), ``--d-batch joint`` (BatchNorm over
+reals and fakes as one batch), ``--lr-d`` (the discriminator's own
 rate), ``--n-dis K`` (K discriminator steps per generator step), ``--ema D`` (also score a
-moving average of the generator's weights, decay D), ``--labels --ac W`` (AC-GAN's auxiliary
+moving average of the generator's weights, decay D; ``--ema-standing N`` also scores it with
+its BatchNorm statistics measured again over N batches), ``--labels --ac W`` (AC-GAN's auxiliary
 shape classifier in the discriminator, weight W), ``--ms W`` (MSGAN's mode-seeking term).
 ``--simple`` keeps the images with one object on a plain background. A run is deterministic for
 its arguments; ``--every`` is one of them (scoring draws the generator's conditioning noise from
@@ -693,7 +695,8 @@ def standing_copy(g: nn.Module, batches: int, batch: int, classes: int, dev) -> 
     """A copy of ``g`` whose BatchNorm running statistics are the plain average of its batch
     statistics over ``batches`` training-mode batches of fresh z (and random labels), in eval
     mode: the statistics of its own weights (``benchmarks/standing_stats.py`` for the trainer's
-    models). Its draws come from a generator of their own: training's stream is left alone."""
+    models). Its z and labels come from a generator of their own; its conditioning noise, as in
+    scoring, from torch's global one."""
     g = copy.deepcopy(g)
     norms = [m for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for m in norms:
