@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from standing_stats import remeasure_batchnorm
 from torch import Tensor, nn
 from torchvision.transforms import functional as TF
 from torchvision.utils import save_image
@@ -698,17 +699,13 @@ def standing_copy(g: nn.Module, batches: int, batch: int, classes: int, dev) -> 
     models). Its z and labels come from a generator of their own; its conditioning noise, as in
     scoring, from torch's global one."""
     g = copy.deepcopy(g)
-    norms = [m for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
     gen = torch.Generator().manual_seed(12345)
-    g.train()
-    for _ in range(batches):
+
+    def forward() -> None:
         z = torch.randn(batch, Z_DIM, generator=gen).to(dev)
-        y = torch.randint(0, classes, (batch,), generator=gen).to(dev) if classes else None
-        g(z, y)
-    return g.eval()
+        g(z, torch.randint(0, classes, (batch,), generator=gen).to(dev) if classes else None)
+
+    return remeasure_batchnorm(g, forward, batches)
 
 
 @torch.no_grad()

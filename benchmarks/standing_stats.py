@@ -19,6 +19,7 @@ import json
 import random
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -44,32 +45,43 @@ def training_captions(data: Path) -> list[str]:
 
 
 @torch.no_grad()
-def standing_statistics(
-    pipe: Pipeline, captions: list[str], batches: int, batch_size: int = 24, seed: int = 0
-) -> nn.Module:
-    """Measure every BatchNorm's running mean and variance of ``pipe.generator`` again, as the
-    plain average over ``batches`` training-mode batches of random ``captions``; returns the
-    generator, in eval mode, with its momentum as before."""
+def remeasure_batchnorm(net: nn.Module, forward: Callable[[], object], batches: int) -> nn.Module:
+    """Reset every BatchNorm's running statistics of ``net`` and measure them again as the plain
+    average of their batch statistics over ``batches`` calls of ``forward`` (one forward pass of
+    ``net``) in training mode; returns ``net`` in eval mode, each momentum as before."""
     if batches < 1:
         raise AttnGANError(f"--batches must be at least 1 (got {batches})")
-    g, rng = pipe.generator, random.Random(seed)
-    norms = [m for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over the batches
-    gen = torch.Generator().manual_seed(seed)
-    g.train()
+    net.train()
     for _ in range(batches):
+        forward()
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    return net.eval()
+
+
+@torch.no_grad()
+def standing_statistics(
+    pipe: Pipeline, captions: list[str], batches: int, batch_size: int = 24, seed: int = 0
+) -> nn.Module:
+    """:func:`remeasure_batchnorm` for ``pipe.generator`` over batches of random ``captions``
+    (random z and conditioning noise); returns the generator."""
+    g, rng = pipe.generator, random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+
+    def forward() -> None:
         ids = [pipe.encode(rng.choice(captions))[0].ids for _ in range(batch_size)]
         tokens, lengths = padded_ids(ids)
         text = pipe.text_encoder(tokens.to(pipe.device), lengths.to(pipe.device))
         z = torch.randn(batch_size, g.z_dim, generator=gen).to(pipe.device)
         ca = torch.randn(batch_size, g.condition_dim, generator=gen).to(pipe.device)
         g(z, text.sentence, text.words, text.mask, ca_noise=ca)
-    for m, momentum in zip(norms, momenta, strict=True):
-        m.momentum = momentum
-    return g.eval()
+
+    return remeasure_batchnorm(g, forward, batches)
 
 
 def main() -> None:
@@ -79,11 +91,16 @@ def main() -> None:
     parser.add_argument("--data", default="data/shapes", help="a folder data set (its captions)")
     parser.add_argument("--batches", type=int, default=100)
     args = parser.parse_args()
-    pipe = Pipeline.from_pretrained(args.model)
-    pipe.text_encoder.eval()
-    g = standing_statistics(pipe, training_captions(Path(args.data)), args.batches)
-    out = Path(args.out)
-    shutil.copytree(args.model, out, dirs_exist_ok=True)
+    model, out = Path(args.model), Path(args.out)
+    try:
+        if out.resolve() == model.resolve():
+            raise AttnGANError("OUT must be another folder than MODEL (MODEL is left as it is)")
+        pipe = Pipeline.from_pretrained(model)
+        pipe.text_encoder.eval()
+        g = standing_statistics(pipe, training_captions(Path(args.data)), args.batches)
+    except AttnGANError as exc:
+        raise SystemExit(f"standing_stats: error: {exc}") from None
+    shutil.copytree(model, out, dirs_exist_ok=True)
     save_weights(g, out / "generator.safetensors", "generator")
     print(f"wrote {out}")
 

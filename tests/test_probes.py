@@ -352,6 +352,30 @@ def test_standing_stats_measures_batchnorm_again_for_the_saved_weights(tmp_path)
         training_captions(tmp_path)
 
 
+def test_standing_stats_script_errors_in_one_line_and_keeps_the_model(tmp_path, monkeypatch):
+    import shutil
+
+    import standing_stats
+
+    model = tmp_path / "model"
+    shutil.copytree(BUNDLED, model)
+    weights = (model / "generator.safetensors").read_bytes()
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    (data / "train" / "metadata.jsonl").write_text('{"text": ["a big red heart"]}\n')
+    for argv, message in (
+        ([str(model), str(model)], "OUT must be another folder than MODEL"),
+        ([str(tmp_path / "nowhere"), str(tmp_path / "out")], "nowhere"),
+        ([str(model), str(tmp_path / "out"), "--data", str(tmp_path)], "metadata.jsonl not found"),
+        ([str(model), str(tmp_path / "out"), "--data", str(data), "--batches", "0"], "at least 1"),
+    ):
+        monkeypatch.setattr("sys.argv", ["standing_stats.py", *argv])
+        with pytest.raises(SystemExit, match=f"standing_stats: error: .*{message}"):
+            standing_stats.main()
+    assert (model / "generator.safetensors").read_bytes() == weights
+    assert not (tmp_path / "out").exists()
+
+
 def test_gan_loop_standing_copy_measures_its_own_statistics():
     from gan_loop import UncondGenerator, standing_copy
 
