@@ -15,7 +15,11 @@ reals and fakes as one batch), ``--lr-d`` (the discriminator's own
 rate), ``--n-dis K`` (K discriminator steps per generator step), ``--ema D`` (also score a
 moving average of the generator's weights, decay D; ``--ema-standing N`` also scores it with
 its BatchNorm statistics measured again over N batches), ``--labels --ac W`` (AC-GAN's auxiliary
-shape classifier in the discriminator, weight W), ``--ms W`` (MSGAN's mode-seeking term).
+shape classifier in the discriminator, weight W; ``--ac-g`` the generator's own weight on it;
+``--ac W`` without ``--labels``: an unconditional game whose discriminator also learns to name
+the real images' shapes), ``--ms W`` (MSGAN's mode-seeking term).
+``--g-norm pixel`` (the generator's BatchNorm replaced by ProGAN's pixelwise normalisation),
+``--g-coord`` (CoordConv in the generator).
 ``--simple`` keeps the images with one object on a plain background. A run is deterministic for
 its arguments; ``--every`` is one of them (scoring draws the generator's conditioning noise from
 torch's global generator, which training draws from too).
@@ -114,6 +118,71 @@ def unzoom(images: Tensor) -> Tensor:
     canvas[:, :, SIZE // 2 : SIZE // 2 + SIZE, SIZE // 2 : SIZE // 2 + SIZE] = x
     small = F.interpolate(canvas, size=SIZE, mode="bicubic", antialias=True)
     return small.clamp(0, 255).round().to(torch.uint8)
+
+
+class PixelNorm(nn.Module):
+    """ProGAN's pixelwise feature normalisation (Karras et al. 2018), with a BatchNorm's affine
+    parameters: each position's feature vector divided by its root mean square over channels,
+    then scaled and shifted per channel. No batch statistics, so every sample is drawn alone."""
+
+    def __init__(self, channels: int, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + self.eps)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x * self.weight.view(shape) + self.bias.view(shape)
+
+
+def replace_batchnorm(module: nn.Module, norm: str) -> nn.Module:
+    """Every BatchNorm in ``module`` (in place) -> :class:`PixelNorm` (``"pixel"``) or nothing
+    (``"none"``); ``"batch"`` keeps them."""
+    if norm == "batch":
+        return module
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(
+                module, name, PixelNorm(child.num_features) if norm == "pixel" else nn.Identity()
+            )
+        else:
+            replace_batchnorm(child, norm)
+    return module
+
+
+class CoordConv2d(nn.Module):
+    """CoordConv (Liu et al. 2018): ``conv`` with two more input channels, each position's x and
+    y in [-1, 1], so a convolution knows where it is; it starts as ``conv`` (the new input
+    channels' weights zero)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(conv.in_channels + 2, conv.out_channels, conv.kernel_size,
+                              conv.stride, conv.padding, bias=conv.bias is not None)  # fmt: skip
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[:, : conv.in_channels] = conv.weight
+            if conv.bias is not None:
+                self.conv.bias.copy_(conv.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+        xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))[None].expand(b, -1, -1, -1)
+        return self.conv(torch.cat([x, grid], 1))
+
+
+def add_coords(module: nn.Module) -> nn.Module:
+    """Every 3x3 or larger convolution in ``module`` (in place) -> :class:`CoordConv2d`."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.Conv2d) and child.kernel_size[0] > 1:
+            setattr(module, name, CoordConv2d(child))
+        else:
+            add_coords(child)
+    return module
 
 
 class UncondGenerator(nn.Module):
@@ -533,14 +602,20 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         raise AttnGANError("--zoom needs --simple (one object per image)")
     if args.labels and not args.simple or args.labels and args.d_batch == "joint":
         raise AttnGANError("--labels needs --simple, and works without joint batches")
-    if args.ac and not args.labels:
-        raise AttnGANError("--ac needs --labels")
+    if args.ac and not args.simple:
+        raise AttnGANError("--ac needs --simple (each image's one shape is its label)")
+    if args.ac_g and not (args.ac and args.labels):
+        raise AttnGANError("--ac-g needs --ac and --labels (a shape to ask the generator for)")
     dev = resolve_device(args.device)  # a bad --device fails before the data is read
     images = load_images(Path(args.data), args.simple, args.zoom)
     classes = len(SHAPES) if args.labels else 0
-    labels = shape_labels(Path(args.data)) if classes else None
+    # the real images' shapes: the generator's and discriminator's labels with --labels, and
+    # (with --ac alone) only the auxiliary classifier's, the game itself unconditional
+    labels = shape_labels(Path(args.data)) if classes or args.ac else None
     generators = {"attngan": UncondGenerator, "resnet": ResNetGenerator, "dcgan": DCGANGenerator}
-    g = generators[args.g_arch](args.gf, classes)
+    g = replace_batchnorm(generators[args.g_arch](args.gf, classes), args.g_norm)
+    if args.g_coord:
+        add_coords(g)
     if args.d_arch == "resnet":
         d = ResNetDiscriminator(args.df, sn=args.d_norm != "none", classes=classes)
     elif args.d_arch == "dcgan":
@@ -557,9 +632,12 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     d_params += list(critic.head.parameters()) if critic else []
     # AC-GAN's auxiliary classifier (Odena et al. 2017): the shape from D's 8x8 map, pooled by
     # its max over positions (the mean hides the small object: --probe-d)
-    ac = nn.Linear(4 * args.df, classes) if args.ac else None
+    ac = nn.Linear(4 * args.df, len(SHAPES)) if args.ac else None
     d_params += list(ac.parameters()) if ac else []
     opt_d = torch.optim.Adam(d_params, args.lr_d or args.lr, betas=betas)
+    # the generator's weight on the classifier's verdict: AC-GAN's (--ac) unless --ac-g says;
+    # none without labels (nothing to ask for): then the classifier only shapes D's features
+    ac_g = (args.ac_g if args.ac_g is not None else args.ac) if args.labels else 0.0
     classifier = load_shapes_classifier(None)
     fixed = torch.randn(64, Z_DIM, generator=torch.Generator().manual_seed(args.seed + 7))
     scored = torch.randn(240, Z_DIM, generator=torch.Generator().manual_seed(args.seed + 8))
@@ -588,6 +666,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         y_real = y_fake = None
         if classes:
             y_fake = torch.randint(0, classes, (args.batch,), generator=gen).to(dev)
+        if labels is not None:
             y_real = labels[pick]
         return real, z, y_real, y_fake
 
@@ -649,15 +728,15 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         d.requires_grad_(False)  # the generator's step leaves the discriminator's gradients out
         if args.d_batch == "joint":
             fake_logits = d(torch.cat([real.detach(), fake_seen]))[len(real) :]
-        elif ac is not None:  # and the generator is rewarded for the shape it was asked for
+        elif ac_g:  # and the generator is rewarded for the shape it was asked for
             fake_logits, fake_h8 = d(fake_seen, y_fake, map8=True)
         else:
             fake_logits = d(fake_seen, y_fake)
         g_loss = generator_loss(fake_logits, hinge)
         if args.ms > 0:
             g_loss = g_loss + args.ms * seeking
-        if ac is not None:
-            g_loss = g_loss + args.ac * F.cross_entropy(ac(readout(fake_h8, args.ac_pool)), y_fake)
+        if ac_g:
+            g_loss = g_loss + ac_g * F.cross_entropy(ac(readout(fake_h8, args.ac_pool)), y_fake)
         if critic is not None:
             critic.head.requires_grad_(False)
             g_loss = g_loss + generator_loss(critic(fake_seen), hinge)
@@ -785,6 +864,18 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--gf", type=int, default=16)
     parser.add_argument("--df", type=int, default=16)
+    parser.add_argument(
+        "--g-norm",
+        choices=("batch", "pixel", "none"),
+        default="batch",
+        help="the generator's normalisation: BatchNorm (every architecture's own), ProGAN's "
+        "pixelwise normalisation in its place, or none",
+    )
+    parser.add_argument(
+        "--g-coord",
+        action="store_true",
+        help="CoordConv: every convolution of the generator also sees its x and y",
+    )
     parser.add_argument("--d-head", choices=("global", "patch"), default="global")
     parser.add_argument("--d-norm", choices=("batch", "none"), default="batch")
     parser.add_argument(
@@ -826,8 +917,16 @@ def make_parser() -> argparse.ArgumentParser:
         "--ac",
         type=float,
         default=0.0,
-        help="with --labels: weight of AC-GAN's auxiliary classifier (the shape from the "
-        "discriminator's 8x8 map; it learns on real images, the generator is scored by it; 0: off)",
+        help="with --simple: weight of AC-GAN's auxiliary classifier (the shape from the "
+        "discriminator's 8x8 map; it learns on real images; with --labels the generator is "
+        "scored by it too, without them it only teaches the discriminator shapes; 0: off)",
+    )
+    parser.add_argument(
+        "--ac-g",
+        type=float,
+        default=None,
+        help="with --ac --labels: the generator's weight on the classifier (default: --ac's; "
+        "0: the classifier teaches only the discriminator)",
     )
     parser.add_argument(
         "--ac-pool",

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -147,6 +148,10 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
         ["--simple", "--labels", "--ms", "1", "--ac", "1", "--ac-pool", "mean"],
         ["--ms", "2", "--g-arch", "resnet", "--d-arch", "resnet"],
         ["--simple", "--labels", "--recon", "10"],
+        ["--simple", "--ac", "1"],  # unconditional: the classifier teaches D only
+        ["--simple", "--labels", "--ac", "1", "--ac-g", "0"],
+        ["--simple", "--g-norm", "pixel", "--g-coord"],
+        ["--g-norm", "none", "--g-arch", "dcgan", "--d-arch", "dcgan", "--g-coord"],
     )
     for extra in variants:
         small = ["--steps", "4", "--every", "2", "--batch", "4", "--gf", "8", "--df", "8"]
@@ -167,8 +172,11 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
     with pytest.raises(AttnGANError, match="--ema-standing needs --ema"):
         run(make_parser().parse_args([str(tmp_path / "out"), "--data", str(root),
                                       "--ema-standing", "5"]))  # fmt: skip
-    with pytest.raises(AttnGANError, match="--ac needs --labels"):
+    with pytest.raises(AttnGANError, match="--ac needs --simple"):
         run(make_parser().parse_args([str(tmp_path / "out"), "--data", str(root), "--ac", "1"]))
+    with pytest.raises(AttnGANError, match="--ac-g needs --ac and --labels"):
+        run(make_parser().parse_args([str(tmp_path / "out"), "--data", str(root), "--simple",
+                                      "--ac", "1", "--ac-g", "1"]))  # fmt: skip
 
 
 def test_gan_loop_extra_discriminator_steps_change_the_run_and_one_keeps_it(tmp_path, monkeypatch):
@@ -196,6 +204,11 @@ def test_gan_loop_extra_discriminator_steps_change_the_run_and_one_keeps_it(tmp_
     base = d_weights([])
     assert torch.equal(base, d_weights(["--n-dis", "1"]))  # deterministic, one step as before
     assert not torch.allclose(base, d_weights(["--n-dis", "2"]))
+    # --ac without labels: the same unconditional game, but the classifier's loss on the real
+    # images' shapes reaches the discriminator's trunk
+    simple = d_weights(["--simple"])
+    assert torch.equal(simple, d_weights(["--simple"]))
+    assert not torch.allclose(simple, d_weights(["--simple", "--ac", "1"]))
 
 
 def test_gpu_loop_script_dry_run_on_the_cpu(tmp_path):
@@ -388,3 +401,35 @@ def test_gan_loop_standing_copy_measures_its_own_statistics():
     assert all(m.num_batches_tracked.item() == 2 for m in fresh)
     assert all(torch.equal(m.running_mean, b) for m, b in zip(norms, before, strict=True))
     assert any(not torch.allclose(m.running_mean, b) for m, b in zip(fresh, before, strict=True))
+
+
+def test_gan_loop_generator_switches_coordconv_and_pixelnorm():
+    from gan_loop import CoordConv2d, PixelNorm, UncondGenerator, add_coords, replace_batchnorm
+
+    torch.manual_seed(0)
+    g = UncondGenerator(4).eval()
+    coord = add_coords(copy.deepcopy(g)).eval()
+    convs = [m for m in coord.modules() if isinstance(m, CoordConv2d)]
+    assert convs and all(c.conv.in_channels >= 3 for c in convs)
+    z = torch.randn(3, 100)
+    torch.manual_seed(1)
+    before = g(z)
+    torch.manual_seed(1)
+    assert torch.equal(before, coord(z))  # it starts as the plain generator
+    with torch.no_grad():  # ... and then reads where it is: the same input, shifted, differs
+        conv = convs[-1].conv
+        conv.weight[:, -2:] = 1.0
+        x = torch.ones(1, conv.in_channels - 2, 8, 8)
+        out = convs[-1](x)
+        assert not torch.allclose(out[..., 1:-1, 2], out[..., 1:-1, 5])
+    # pixel norm: no batch statistics, so a sample is drawn the same alone or in a batch
+    pixel = replace_batchnorm(UncondGenerator(4), "pixel").train()
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in pixel.modules())
+    assert any(isinstance(m, PixelNorm) for m in pixel.modules())
+    code = torch.randn(2, 200)
+    assert torch.allclose(pixel.net.stages[0](code)[:1], pixel.net.stages[0](code[:1]), atol=1e-5)
+    stage = UncondGenerator(4).train().net.stages[0]  # the control: BatchNorm couples the batch
+    other = torch.cat([code[:1], -code[1:]])
+    assert not torch.allclose(stage(code)[:1], stage(other)[:1], atol=1e-3)
+    none = replace_batchnorm(UncondGenerator(4), "none")
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in none.modules())
