@@ -416,7 +416,7 @@ def test_gan_loop_generator_switches_coordconv_and_pixelnorm():
     before = g(z)
     torch.manual_seed(1)
     assert torch.equal(before, coord(z))  # it starts as the plain generator
-    with torch.no_grad():  # ... and then reads where it is: the same input, shifted, differs
+    with torch.no_grad():  # ... and can read where it is: a uniform input, different outputs
         conv = convs[-1].conv
         conv.weight[:, -2:] = 1.0
         x = torch.ones(1, conv.in_channels - 2, 8, 8)
