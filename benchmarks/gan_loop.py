@@ -33,6 +33,7 @@ import argparse
 import copy
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -137,19 +138,30 @@ class PixelNorm(nn.Module):
         return x * self.weight.view(shape) + self.bias.view(shape)
 
 
+def swap_modules(module: nn.Module, swap: Callable[[nn.Module], nn.Module | None]) -> nn.Module:
+    """In place: every submodule of ``module`` for which ``swap(child)`` gives a module is
+    replaced by it (and not searched further); the others are searched in turn."""
+    for name, child in module.named_children():
+        new = swap(child)
+        if new is None:
+            swap_modules(child, swap)
+        else:
+            setattr(module, name, new)
+    return module
+
+
 def replace_batchnorm(module: nn.Module, norm: str) -> nn.Module:
     """Every BatchNorm in ``module`` (in place) -> :class:`PixelNorm` (``"pixel"``) or nothing
     (``"none"``); ``"batch"`` keeps them."""
     if norm == "batch":
         return module
-    for name, child in module.named_children():
-        if isinstance(child, nn.modules.batchnorm._BatchNorm):
-            setattr(
-                module, name, PixelNorm(child.num_features) if norm == "pixel" else nn.Identity()
-            )
-        else:
-            replace_batchnorm(child, norm)
-    return module
+
+    def swap(child: nn.Module) -> nn.Module | None:
+        if not isinstance(child, nn.modules.batchnorm._BatchNorm):
+            return None
+        return PixelNorm(child.num_features) if norm == "pixel" else nn.Identity()
+
+    return swap_modules(module, swap)
 
 
 class CoordConv2d(nn.Module):
@@ -177,12 +189,10 @@ class CoordConv2d(nn.Module):
 
 def add_coords(module: nn.Module) -> nn.Module:
     """Every 3x3 or larger convolution in ``module`` (in place) -> :class:`CoordConv2d`."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.Conv2d) and child.kernel_size[0] > 1:
-            setattr(module, name, CoordConv2d(child))
-        else:
-            add_coords(child)
-    return module
+    return swap_modules(
+        module,
+        lambda c: CoordConv2d(c) if isinstance(c, nn.Conv2d) and c.kernel_size[0] > 1 else None,
+    )
 
 
 class UncondGenerator(nn.Module):
