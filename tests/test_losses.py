@@ -358,6 +358,19 @@ def test_cutout_zeroes_one_square_per_image_and_keeps_the_rest():
     assert not torch.equal(out, losses.cutout(images, 0.25, torch.Generator().manual_seed(1)))
 
 
+def test_paired_l1_is_the_summed_mean_absolute_difference_per_stage():
+    torch.manual_seed(0)
+    reals = [torch.rand(2, 3, 4, 4), torch.rand(2, 3, 8, 8)]
+    assert losses.paired_l1_loss(reals, reals).item() == 0.0
+    fakes = [reals[0] + 0.5, reals[1] - 0.25]  # off by 0.5 at 4 px, 0.25 at 8 px
+    assert losses.paired_l1_loss(fakes, reals).item() == pytest.approx(0.75)
+    x = fakes[1].clone().requires_grad_(True)
+    losses.paired_l1_loss([fakes[0], x], reals).backward()
+    assert (x.grad < 0).all()  # every pixel, below its real one, pushed up towards it
+    with pytest.raises(ValueError, match="2 generated stages, 1 real"):
+        losses.paired_l1_loss(fakes, reals[:1])
+
+
 def test_stage_consistency_is_zero_for_a_pyramid_and_grows_with_disagreement():
     big = torch.rand(2, 3, 32, 32) * 2 - 1
     small = F.interpolate(big, size=16, mode="bilinear", antialias=True)

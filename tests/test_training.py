@@ -781,6 +781,7 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
         "noise": ["train.d_noise=0.2"],
         "magp": ["train.magp_weight=2"],
         "stages": ["train.stage_consistency=3"],
+        "paired": ["train.paired_l1=10"],
         "d_swap": ["train.d_swap_weight=2", "damsm.swap_words=circle square triangle star"],
         "blur": ["train.d_blur_negatives=1"],
     }.items():
@@ -801,6 +802,11 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
     assert agree["stages"] > 0 and agree["g"] == pytest.approx(
         plain_g + 3 * agree["stages"], rel=1e-4
     )
+    paired = runs["paired"]  # the generator's loss gains 10x the term, D's loss is untouched
+    plain_g = paired["g_adv"] + 5.0 * paired["damsm"] + paired["kl"]
+    assert 0 < paired["paired_l1"] < 4 and "paired_l1" not in runs["plain"]
+    assert paired["g"] == pytest.approx(plain_g + 10 * paired["paired_l1"], rel=1e-4)
+    assert paired["d"] == pytest.approx(runs["plain"]["d"], rel=1e-6)
     assert runs["d_swap"]["d"] != pytest.approx(runs["plain"]["d"], rel=1e-6)
     assert runs["blur"]["d"] > runs["plain"]["d"]  # one more fake term
     assert runs["d_swap"]["g_adv"] != pytest.approx(runs["plain"]["g_adv"], rel=1e-6)
@@ -809,7 +815,7 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
                   device="cpu", progress=False)  # fmt: skip
     with pytest.raises(ConfigError, match="d_cutout"):
         tiny(shapes_root, "train.d_cutout=1.0")
-    for bad in ("train.d_noise=-0.1", "train.d_noise_until=-1"):
+    for bad in ("train.d_noise=-0.1", "train.d_noise_until=-1", "train.paired_l1=-1"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             tiny(shapes_root, bad)
 

@@ -213,6 +213,10 @@ class TrainConfig:
     # weight of an L1 term between the last stage downsampled and each earlier stage (not in the
     # release, 0: off): the stages draw one picture, as a real image pyramid does
     stage_consistency: float = 0.0
+    # weight of an L1 term between each stage's image and the real image its caption was written
+    # for, at that stage's size (pix2pix's reconstruction term; not in the release, 0: off): a
+    # direct pixel signal towards what the caption describes, beside the discriminators' verdict
+    paired_l1: float = 0.0
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)): short runs' EMA is
     # not dragged towards the untrained start (0.999 alone keeps 5 % of it after 3,000 steps)
@@ -246,7 +250,8 @@ class TrainConfig:
         _at_least("train.d_negatives_from", self.d_negatives_from, 0)
         _at_least("train.d_noise_until", self.d_noise_until, 0)
         weights = ("swap_weight", "r1_gamma", "d_swap_weight", "d_blur_negatives", "magp_weight",
-                   "mode_seeking", "stage_consistency", "d_negatives", "d_noise")  # fmt: skip
+                   "mode_seeking", "stage_consistency", "paired_l1", "d_negatives",
+                   "d_noise")  # fmt: skip
         for key in weights:  # loss weights: 0 turns a term off, a negative one is a mistake
             _at_least(f"train.{key}", getattr(self, key), 0.0)
         _at_least("train.magp_power", self.magp_power, 1.0)

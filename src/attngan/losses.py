@@ -350,6 +350,15 @@ def mode_seeking_loss(images_a: Tensor, images_b: Tensor, z_a: Tensor, z_b: Tens
     return 1.0 / (ratio + 1e-5)
 
 
+def paired_l1_loss(fakes: list[Tensor], reals: list[Tensor]) -> Tensor:
+    """pix2pix's reconstruction term (Isola et al., 2017), summed over the stages: the mean
+    absolute difference between each stage's image and the real image of the same caption at that
+    size. ``fakes`` and ``reals``: one ``[B, 3, s, s]`` per stage, in the same order."""
+    if len(fakes) != len(reals):
+        raise ValueError(f"paired_l1_loss: {len(fakes)} generated stages, {len(reals)} real")
+    return torch.stack([(f - r).abs().mean() for f, r in zip(fakes, reals, strict=True)]).sum()
+
+
 def stage_consistency_loss(images: list[Tensor]) -> Tensor:
     """The mean absolute difference between the last stage's image, downsampled (bilinear,
     antialiased) to each earlier stage's size, and that stage's image, averaged over the earlier

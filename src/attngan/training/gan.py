@@ -37,6 +37,7 @@ from attngan.losses import (
     kl_loss,
     mode_seeking_loss,
     noise_level,
+    paired_l1_loss,
     sentence_loss,
     sharded_word_loss,
     stage_consistency_loss,
@@ -367,6 +368,12 @@ class GANTrainer(Loop):
             agree = stage_consistency_loss([im.float() for im in out.images])
             g_loss = g_loss + t.stage_consistency * agree
             losses["stages"] = agree.item()
+        if t.paired_l1 > 0:  # each caption's own real image, at every stage's size
+            paired_term = paired_l1_loss(
+                [im.float() for im in out.images], [im.float() for im in real]
+            )
+            g_loss = g_loss + t.paired_l1 * paired_term
+            losses["paired_l1"] = paired_term.item()
         if t.mode_seeking > 0:
             g_loss = g_loss + t.mode_seeking * seeking
             losses["mode_seeking"] = seeking.item()
