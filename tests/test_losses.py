@@ -371,6 +371,21 @@ def test_paired_l1_is_the_summed_mean_absolute_difference_per_stage():
         losses.paired_l1_loss(fakes, reals[:1])
 
 
+def test_paired_feature_loss_is_one_minus_the_regions_cosine():
+    torch.manual_seed(0)
+    real = torch.randn(2, 8, 3, 3)
+    assert losses.paired_feature_loss(3 * real, real).item() == pytest.approx(0, abs=1e-6)
+    assert losses.paired_feature_loss(-real, real).item() == pytest.approx(2, abs=1e-6)
+    other = torch.randn(2, 8, 3, 3)
+    expected = 1 - torch.nn.functional.cosine_similarity(other, real, dim=1).mean()
+    assert losses.paired_feature_loss(other, real).item() == pytest.approx(expected.item())
+    x = other.clone().requires_grad_(True)
+    losses.paired_feature_loss(x, real).backward()
+    assert x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="differ"):
+        losses.paired_feature_loss(other, real[:, :, :2])
+
+
 def test_stage_consistency_is_zero_for_a_pyramid_and_grows_with_disagreement():
     big = torch.rand(2, 3, 32, 32) * 2 - 1
     small = F.interpolate(big, size=16, mode="bilinear", antialias=True)

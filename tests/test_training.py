@@ -782,6 +782,8 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
         "magp": ["train.magp_weight=2"],
         "stages": ["train.stage_consistency=3"],
         "paired": ["train.paired_l1=10"],
+        "features": ["train.paired_features=10"],
+        "no_adv": ["train.g_adversarial=0"],
         "d_swap": ["train.d_swap_weight=2", "damsm.swap_words=circle square triangle star"],
         "blur": ["train.d_blur_negatives=1"],
     }.items():
@@ -807,6 +809,13 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
     assert 0 < paired["paired_l1"] < 4 and "paired_l1" not in runs["plain"]
     assert paired["g"] == pytest.approx(plain_g + 10 * paired["paired_l1"], rel=1e-4)
     assert paired["d"] == pytest.approx(runs["plain"]["d"], rel=1e-6)
+    feat = runs["features"]  # 1 - cosine per region: within [0, 2]
+    plain_g = feat["g_adv"] + 5.0 * feat["damsm"] + feat["kl"]
+    assert 0 < feat["paired_features"] < 2 and "paired_features" not in runs["plain"]
+    assert feat["g"] == pytest.approx(plain_g + 10 * feat["paired_features"], rel=1e-4)
+    no_adv = runs["no_adv"]  # the adversarial terms are logged but not in the loss
+    assert no_adv["g_adv"] > 0
+    assert no_adv["g"] == pytest.approx(5.0 * no_adv["damsm"] + no_adv["kl"], rel=1e-4)
     assert runs["d_swap"]["d"] != pytest.approx(runs["plain"]["d"], rel=1e-6)
     assert runs["blur"]["d"] > runs["plain"]["d"]  # one more fake term
     assert runs["d_swap"]["g_adv"] != pytest.approx(runs["plain"]["g_adv"], rel=1e-6)
@@ -815,7 +824,13 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
                   device="cpu", progress=False)  # fmt: skip
     with pytest.raises(ConfigError, match="d_cutout"):
         tiny(shapes_root, "train.d_cutout=1.0")
-    for bad in ("train.d_noise=-0.1", "train.d_noise_until=-1", "train.paired_l1=-1"):
+    for bad in (
+        "train.d_noise=-0.1",
+        "train.d_noise_until=-1",
+        "train.paired_l1=-1",
+        "train.paired_features=-1",
+        "train.g_adversarial=-1",
+    ):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             tiny(shapes_root, bad)
 

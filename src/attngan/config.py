@@ -217,6 +217,14 @@ class TrainConfig:
     # for, at that stage's size (pix2pix's reconstruction term; not in the release, 0: off): a
     # direct pixel signal towards what the caption describes, beside the discriminators' verdict
     paired_l1: float = 0.0
+    # weight of a perceptual term in the DAMSM image encoder's space (not in the release, 0: off):
+    # 1 - cosine between the sub-region features of the last stage's image and of its caption's
+    # own real image, averaged over the regions; the encoder, trained to match words to regions,
+    # weighs what captions name (objects) above what they leave open (a background's texture)
+    paired_features: float = 0.0
+    # weight of the generator's adversarial terms (the release: 1; 0 is a diagnosis, not a recipe:
+    # the generator then learns from DAMSM and the paired terms alone, the discriminators idle)
+    g_adversarial: float = 1.0
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)): short runs' EMA is
     # not dragged towards the untrained start (0.999 alone keeps 5 % of it after 3,000 steps)
@@ -251,7 +259,7 @@ class TrainConfig:
         _at_least("train.d_noise_until", self.d_noise_until, 0)
         weights = ("swap_weight", "r1_gamma", "d_swap_weight", "d_blur_negatives", "magp_weight",
                    "mode_seeking", "stage_consistency", "paired_l1", "d_negatives",
-                   "d_noise")  # fmt: skip
+                   "d_noise", "g_adversarial", "paired_features")  # fmt: skip
         for key in weights:  # loss weights: 0 turns a term off, a negative one is a mistake
             _at_least(f"train.{key}", getattr(self, key), 0.0)
         _at_least("train.magp_power", self.magp_power, 1.0)

@@ -359,6 +359,16 @@ def paired_l1_loss(fakes: list[Tensor], reals: list[Tensor]) -> Tensor:
     return torch.stack([(f - r).abs().mean() for f, r in zip(fakes, reals, strict=True)]).sum()
 
 
+def paired_feature_loss(fake_regions: Tensor, real_regions: Tensor) -> Tensor:
+    """A perceptual term: ``1 - cos`` between the sub-region features ``[B, D, h, w]`` of
+    generated images and of their captions' real images, per region, averaged over all regions
+    (0: the same features up to scale at every region; 2: opposite)."""
+    if fake_regions.shape != real_regions.shape:
+        raise ValueError(f"paired_feature_loss: shapes {tuple(fake_regions.shape)} and "
+                         f"{tuple(real_regions.shape)} differ")  # fmt: skip
+    return (1 - F.cosine_similarity(fake_regions, real_regions, dim=1, eps=1e-8)).mean()
+
+
 def stage_consistency_loss(images: list[Tensor]) -> Tensor:
     """The mean absolute difference between the last stage's image, downsampled (bilinear,
     antialiased) to each earlier stage's size, and that stage's image, averaged over the earlier

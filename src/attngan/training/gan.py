@@ -37,6 +37,7 @@ from attngan.losses import (
     kl_loss,
     mode_seeking_loss,
     noise_level,
+    paired_feature_loss,
     paired_l1_loss,
     sentence_loss,
     sharded_word_loss,
@@ -355,7 +356,7 @@ class GANTrainer(Loop):
             s = sentence_loss(distributed.gather(image), all_sentences, all_classes, d.gamma3)
             damsm = w.total() + s.total()
         kl = kl_loss(out.mu.float(), out.logvar.float())
-        g_loss = adv.float() + t.damsm_lambda * damsm + t.kl_weight * kl
+        g_loss = t.g_adversarial * adv.float() + t.damsm_lambda * damsm + t.kl_weight * kl
         if swap is not None and t.swap_weight > 0:  # this rank's images, swapped captions
             swapped, valid = swap
             term = swapped_caption_loss(
@@ -374,6 +375,12 @@ class GANTrainer(Loop):
             )
             g_loss = g_loss + t.paired_l1 * paired_term
             losses["paired_l1"] = paired_term.item()
+        if t.paired_features > 0:  # the frozen DAMSM image encoder's view of the caption's image
+            with torch.no_grad(), amp:
+                target = self.loss_encoder(real[-1]).regions.float()
+            paired_term = paired_feature_loss(regions, target)
+            g_loss = g_loss + t.paired_features * paired_term
+            losses["paired_features"] = paired_term.item()
         if t.mode_seeking > 0:
             g_loss = g_loss + t.mode_seeking * seeking
             losses["mode_seeking"] = seeking.item()
