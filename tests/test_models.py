@@ -424,6 +424,25 @@ def test_ca_sample_false_conditions_on_the_mean_in_training_too():
     assert not torch.allclose(c.images[-1], d.images[-1])
 
 
+def test_ca_norm_makes_mu_independent_of_the_sentence_scale_and_adds_no_weights():
+    torch.manual_seed(0)
+    normed = tiny_generator(ca_norm=True).eval()
+    torch.manual_seed(0)
+    plain = tiny_generator().eval()
+    _, sentence, _, _ = generator_inputs()
+    small = normed.ca(0.2 * sentence, use_mean=True).mu
+    torch.testing.assert_close(small, normed.ca(sentence, use_mean=True).mu, atol=1e-3, rtol=1e-3)
+    # without it mu shrinks with the sentence: the caption's share of c starts at the encoder's
+    # scale; with it, mu is as large as the plain layer's mu of a standardised sentence
+    assert plain.ca(0.2 * sentence, use_mean=True).mu.std() < 0.5 * small.std()
+    standard = torch.nn.functional.layer_norm(sentence, sentence.shape[-1:])
+    torch.testing.assert_close(normed.ca(sentence, use_mean=True).mu,
+                               plain.ca(standard, use_mean=True).mu)  # fmt: skip
+    assert normed.state_dict().keys() == plain.state_dict().keys()
+    assert build_generator(load_config("shapes", ["model.ca_norm=true"]).model).ca.norm
+    assert not build_generator(load_config("shapes").model).ca.norm
+
+
 def test_initial_attention_lets_the_first_stage_read_the_words():
     torch.manual_seed(0)
     g = tiny_generator(initial_attention=True).eval()

@@ -45,6 +45,7 @@ def build_generator(m: ModelConfig, initialize: bool = True) -> Generator:
         ca_sample=m.ca_sample,
         initial_attention=m.initial_attention,
         upsample=m.upsample,
+        ca_norm=m.ca_norm,
     )
 
 

@@ -55,14 +55,21 @@ def sample_noise(
 class ConditioningAugmentation(nn.Module):
     """Sentence ``[B, D]`` -> linear -> GLU -> (mu, log sigma^2); c = mu + sigma * eps."""
 
-    def __init__(self, embedding_dim: int, condition_dim: int, sample: bool = True) -> None:
+    def __init__(
+        self, embedding_dim: int, condition_dim: int, sample: bool = True, norm: bool = False
+    ) -> None:
         super().__init__()
         self.fc = nn.Linear(embedding_dim, 4 * condition_dim)
         self.sample = sample  # False: c = mu always, in training too (not in the release)
+        # True: the sentence standardised (layer norm, no parameters) before the linear layer,
+        # so mu starts at the noise's scale whatever the text encoder's norm (not in the release)
+        self.norm = norm
 
     def forward(
         self, sentence: Tensor, noise: Tensor | None = None, use_mean: bool = False
     ) -> Conditioning:
+        if self.norm:
+            sentence = F.layer_norm(sentence, sentence.shape[-1:])
         mu, logvar = F.glu(self.fc(sentence), dim=1).chunk(2, dim=1)
         if use_mean or not self.sample:
             return Conditioning(mu, mu, logvar)
@@ -176,6 +183,9 @@ class Generator(nn.Module):
             the same networks, to tell whether they learn the images at all.
         ca_sample: False conditions on the conditioning augmentation's mean, in training and at
             inference (the release samples ``mu + sigma * eps``).
+        ca_norm: standardise the sentence vector (layer norm without parameters) before the
+            conditioning augmentation, so the caption's share of ``c`` does not start at the text
+            encoder's scale (not in the release; no new weights).
         initial_attention: word attention inside the initial stage too (see
             :class:`InitialStage`); not in the paper.
         upsample: the up-blocks' x2 upsampling, ``"nearest"`` (the release) or ``"bilinear"``
@@ -198,6 +208,7 @@ class Generator(nn.Module):
         ca_sample: bool = True,
         initial_attention: bool = False,
         upsample: str = "nearest",
+        ca_norm: bool = False,
     ) -> None:
         super().__init__()
         if stages < 1:
@@ -207,7 +218,7 @@ class Generator(nn.Module):
         self.z_dim, self.condition_dim, self.embedding_dim = z_dim, condition_dim, embedding_dim
         self.image_sizes = [base_size * 2**i for i in range(stages)]
         self.conditional = conditional
-        self.ca = ConditioningAugmentation(embedding_dim, condition_dim, ca_sample)
+        self.ca = ConditioningAugmentation(embedding_dim, condition_dim, ca_sample, ca_norm)
         refine = (
             RefinementStage(
                 gf, embedding_dim, residual_blocks, legacy_mask_order, word_attention, upsample
