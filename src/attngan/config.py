@@ -227,7 +227,8 @@ class TrainConfig:
     # weighs what captions name (objects) above what they leave open (a background's texture)
     paired_features: float = 0.0
     # weight of the generator's adversarial terms (the release: 1; 0 is a diagnosis, not a recipe:
-    # the generator then learns from DAMSM and the paired terms alone, the discriminators idle)
+    # the generator then learns from DAMSM and the paired terms alone; the discriminators still
+    # train, unheard)
     g_adversarial: float = 1.0
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)): short runs' EMA is
