@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from pathlib import Path
 
@@ -433,3 +434,53 @@ def test_gan_loop_generator_switches_coordconv_and_pixelnorm():
     assert not torch.allclose(stage(code)[:1], stage(other)[:1], atol=1e-3)
     none = replace_batchnorm(UncondGenerator(4), "none")
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in none.modules())
+
+
+def _scene(x: int, y: int, side: int = 8) -> torch.Tensor:
+    """A grey 64 px image in [-1, 1] with one red square of ``side`` px at (x, y) (top left)."""
+    image = torch.zeros(3, 64, 64)
+    image[0, y : y + side, x : x + side] = 0.9
+    image[1:, y : y + side, x : x + side] = -0.8
+    return image
+
+
+def test_object_placement_finds_objects_cut_by_the_border_and_their_outward_shift():
+    from object_placement import cell_group, placement
+
+    inside = torch.stack([_scene(4, 4), _scene(28, 28)])  # corner object inside; centre one
+    cut = torch.stack([_scene(0, 0), _scene(28, 28)])  # the corner object against the border
+    centres = np.array([[8.0, 8.0], [32.0, 32.0]])
+    a, b = placement(inside, centres), placement(cut, centres)
+    assert a["frame"] == 0 and a["touch"] == 0 and a["empty"] == 0
+    assert b["frame"] > 0.1 and b["touch"] == 0.5
+    # only the corner object is off the middle cell; drawn 4 px further out in both axes
+    assert a["radius"] == pytest.approx(a["true"]) == pytest.approx(np.hypot(24, 24))
+    assert b["radius"] == pytest.approx(np.hypot(28, 28)) and b["true"] == a["true"]
+    assert a["off"] == 0 and b["off"] == pytest.approx(np.hypot(4, 4) / 2)
+    # shifted by an unknown offset: no distance to the true centres
+    assert "off" not in placement(cut, centres, aligned=False)
+    grey = torch.zeros(2, 3, 64, 64)
+    assert placement(grey, centres)["empty"] == 1  # neutral pixels are never an object
+    assert [cell_group(p) for p in ("center", "top", "left", "bottom right")] == [
+        "centre",
+        "edge",
+        "edge",
+        "corner",
+    ]
+
+
+def test_object_placement_reads_single_object_scenes_or_errors(tmp_path):
+    from object_placement import single_object_rows
+
+    with pytest.raises(AttnGANError, match="not found"):
+        single_object_rows(tmp_path, 5)
+    (tmp_path / "test").mkdir()
+    one = {"file_name": "a.png", "objects": [{"position": "top"}]}
+    two = {"file_name": "b.png", "objects": [{"position": "top"}, {"position": "left"}]}
+    lines = [json.dumps(r) for r in (two, one, one, two, one)]
+    (tmp_path / "test" / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    assert len(single_object_rows(tmp_path, 2)) == 2
+    assert len(single_object_rows(tmp_path, 10)) == 3
+    (tmp_path / "test" / "metadata.jsonl").write_text(json.dumps(two) + "\n")
+    with pytest.raises(AttnGANError, match="no single-object"):
+        single_object_rows(tmp_path, 5)

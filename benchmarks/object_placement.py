@@ -1,0 +1,163 @@
+"""Where a `shapes` model draws its objects, against the real images, and whether the shapes it
+misses are the ones cut by the image's border.
+
+For single-object test captions (first ``--num``), three sets of 64 px images of the same scenes:
+the real test images as evaluation sees them, the same images through the training transform
+(``data.random_crop``: resized to 76 px, a random 64 px crop; no flips, as the preset), and the
+model's images (seed 0, one per caption). An object pixel is a saturated one (the data set's
+backgrounds are neutral greys; every object colour is saturated). Per set:
+
+- ``frame``: the share of object pixels in the image's outer 2 px frame;
+- ``touch``: the share of images with an object pixel in that frame;
+- ``radius``: for objects whose true centre is off the middle cell, the mean distance of the
+  object pixels' centroid from the image's centre (px), beside ``true`` (the same for the scenes'
+  own centres; for the random crops, which shift the scene, only the images are measured);
+- ``off``: the mean distance of the centroid from the scene's true object centre (px; not for the
+  random crops, whose offset is random);
+- shape accuracy (the shapes classifier, :func:`~attngan.evaluation.shapes_classifier.judge`) for
+  objects in the centre cell, an edge cell and a corner cell.
+
+    python benchmarks/object_placement.py MODEL [--data data/shapes] [--num 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from attngan.data.transforms import PyramidTransform
+from attngan.errors import AttnGANError
+
+SIZE = 64
+FRAME = 2
+SATURATION = 0.25  # max - min channel in [0, 1]; backgrounds are < 0.01, objects > 0.6
+
+
+def object_mask(images: torch.Tensor) -> np.ndarray:
+    """``[N, 3, H, W]`` images in [-1, 1] → ``[N, H, W]`` boolean mask of saturated pixels."""
+    unit = (images.detach().float().clamp(-1, 1) + 1) / 2
+    saturation = unit.amax(1) - unit.amin(1)
+    return (saturation > SATURATION).numpy()
+
+
+def placement(images: torch.Tensor, centres: np.ndarray, aligned: bool = True) -> dict[str, float]:
+    """The frame, touch, radius, true and off figures of the module docstring, and ``empty``
+    (the share of images with no object pixel).
+
+    ``centres``: ``[N, 2]`` (x, y) the scenes' object centres in pixels of ``images``;
+    ``aligned=False`` when the images are shifted against them by an unknown offset (random
+    crops): they then only pick the off-centre objects, and ``off`` is left out."""
+    mask = object_mask(images)
+    n, h, w = mask.shape
+    frame = np.zeros((h, w), bool)
+    frame[:FRAME], frame[-FRAME:], frame[:, :FRAME], frame[:, -FRAME:] = True, True, True, True
+    total = mask.sum((1, 2))
+    drawn = total > 0
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    cx = (mask * xx).sum((1, 2)) / np.maximum(total, 1)
+    cy = (mask * yy).sum((1, 2)) / np.maximum(total, 1)
+    radius = np.hypot(cx - w / 2, cy - h / 2)
+    out = {
+        "frame": float((mask & frame).sum() / max(1, mask.sum())),
+        "touch": float((mask & frame).any((1, 2)).mean()),
+        "empty": float(1 - drawn.mean()),
+    }
+    true_radius = np.hypot(centres[:, 0] - w / 2, centres[:, 1] - h / 2)
+    outer = drawn & (true_radius > w / 6)  # off the middle cell
+    out["radius"] = float(radius[outer].mean()) if outer.any() else float("nan")
+    out["true"] = float(true_radius[outer].mean()) if outer.any() else float("nan")
+    if not aligned:
+        return out
+    off = np.hypot(cx - centres[:, 0], cy - centres[:, 1])
+    out["off"] = float(off[drawn].mean()) if drawn.any() else float("nan")
+    return out
+
+
+def cell_group(position: str) -> str:
+    """``"center"`` → centre, two-word positions ("top left") → corner, the rest → edge."""
+    if position == "center":
+        return "centre"
+    return "corner" if " " in position else "edge"
+
+
+def shape_by_group(classifier, images: torch.Tensor, rows: list[dict]) -> dict[str, float]:
+    from attngan.evaluation.shapes_classifier import judge
+
+    verdicts = judge(classifier, images, [row["objects"] for row in rows])
+    hits: dict[str, list[bool]] = {"centre": [], "edge": [], "corner": []}
+    for row, verdict in zip(rows, verdicts, strict=True):
+        hits[cell_group(row["objects"][0]["position"])].append(bool(verdict[0]["shape"]))
+    return {g: float(np.mean(v)) if v else float("nan") for g, v in hits.items()}
+
+
+def single_object_rows(data: Path, num: int) -> list[dict]:
+    metadata = data / "test" / "metadata.jsonl"
+    if not metadata.is_file():
+        raise AttnGANError(f"{metadata} not found: a `shapes` data folder with a test split")
+    rows = []
+    with metadata.open() as f:
+        for line in f:
+            row = json.loads(line)
+            if len(row["objects"]) == 1:
+                rows.append(row)
+            if len(rows) == num:
+                break
+    if not rows:
+        raise AttnGANError(f"{metadata} has no single-object scenes")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="a GAN model or checkpoint folder")
+    parser.add_argument("--data", type=Path, default=Path("data/shapes"))
+    parser.add_argument("--num", type=int, default=500, help="single-object test scenes")
+    args = parser.parse_args()
+    try:
+        from attngan.evaluation.shapes_classifier import load_shapes_classifier
+        from attngan.pipeline import Pipeline
+
+        rows = single_object_rows(args.data, args.num)
+        pictures = [Image.open(args.data / "test" / r["file_name"]).convert("RGB") for r in rows]
+        scale = SIZE / pictures[0].width
+        centres = np.array(
+            [[(r["objects"][0]["bbox"][0] + r["objects"][0]["bbox"][2]) / 2 * scale,
+              (r["objects"][0]["bbox"][1] + r["objects"][0]["bbox"][3]) / 2 * scale]
+             for r in rows]
+        )  # fmt: skip
+        evaluation = PyramidTransform([SIZE], train=False)
+        training = PyramidTransform([SIZE], train=True, flip=False, crop=True)
+        gen = torch.Generator().manual_seed(0)
+        sets = {
+            "real test images": (torch.stack([evaluation(p)[-1] for p in pictures]), True),
+            "the same, training crops": (
+                torch.stack([training(p, generator=gen)[-1] for p in pictures]),
+                False,
+            ),
+        }
+        pipe = Pipeline.from_pretrained(args.model)
+        out = pipe([r["text"][0] for r in rows], num_images=1, seed=0, batch_size=50)
+        sets[str(args.model)] = (out.images[-1], True)
+        classifier = load_shapes_classifier()
+    except AttnGANError as err:
+        parser.error(str(err))
+    print(f"{len(rows)} single-object test scenes")
+    print("| images | frame | touch | radius | true | off | shape: centre | edge | corner |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, (images, aligned) in sets.items():
+        p = placement(images, centres, aligned)
+        s = shape_by_group(classifier, images, rows)
+        print(
+            f"| {name} | {p['frame']:.3f} | {p['touch']:.3f} | {p['radius']:.1f} | "
+            f"{p.get('true', float('nan')):.1f} | {p.get('off', float('nan')):.1f} | "
+            f"{s['centre']:.3f} | {s['edge']:.3f} | {s['corner']:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
