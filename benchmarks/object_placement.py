@@ -17,7 +17,12 @@ backgrounds are neutral greys; every object colour is saturated). Per set:
 - shape accuracy (the shapes classifier, :func:`~attngan.evaluation.shapes_classifier.judge`) for
   objects in the centre cell, an edge cell and a corner cell.
 
+With ``--ceiling`` (no model needed) it scores, as ``attngan evaluate``'s semantic metric does
+(one caption per test image, seed 0), the real test images and the same images through the
+training transform: what a generator that drew the training images perfectly would score.
+
     python benchmarks/object_placement.py MODEL [--data data/shapes] [--num 500]
+    python benchmarks/object_placement.py --ceiling [--data data/shapes]
 """
 
 from __future__ import annotations
@@ -112,15 +117,66 @@ def single_object_rows(data: Path, num: int) -> list[dict]:
     return rows
 
 
+def ceiling(data: Path, classifier, seed: int = 0) -> dict[str, dict[str, float]]:
+    """``attngan evaluate``'s semantic accuracies (all captions) of the real test images, as
+    evaluation sees them and through the training transform's random crops (seeded)."""
+    from attngan.data.dataset import load_image
+    from attngan.data.records import read_records
+    from attngan.evaluation.evaluate import SemanticTally, plan_items
+    from attngan.evaluation.shapes_classifier import judge
+
+    records = read_records("folder", data, 5, True).records.get("test", [])
+    if not records:
+        raise AttnGANError(f"{data}: the test split has no images")
+    items = plan_items(records, len(records), seed)
+    views = {
+        "real test images": PyramidTransform([SIZE], train=False),
+        "the same, training crops": PyramidTransform([SIZE], train=True, flip=False, crop=True),
+    }
+    out = {}
+    for name, transform in views.items():
+        gen = torch.Generator().manual_seed(seed)
+        tally = SemanticTally()
+        for start in range(0, len(items), 250):
+            batch = items[start : start + 250]
+            images = torch.stack(
+                [
+                    transform(load_image(records[i.record_index].image), generator=gen)[-1]
+                    for i in batch
+                ]
+            )
+            verdicts = judge(classifier, images, [i.objects for i in batch])
+            for item, verdict in zip(batch, verdicts, strict=True):
+                tally.add(item, verdict)
+        out[name] = tally.result()["all"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", help="a GAN model or checkpoint folder")
+    parser.add_argument("model", nargs="?", help="a GAN model or checkpoint folder")
     parser.add_argument("--data", type=Path, default=Path("data/shapes"))
     parser.add_argument("--num", type=int, default=500, help="single-object test scenes")
+    parser.add_argument("--ceiling", action="store_true", help="score the training crops")
     args = parser.parse_args()
+    if args.num < 1:
+        parser.error(f"--num must be >= 1 (got {args.num})")
+    if (args.model is None) != args.ceiling:
+        parser.error("give a MODEL or --ceiling")
     try:
         from attngan.evaluation.shapes_classifier import load_shapes_classifier
         from attngan.pipeline import Pipeline
+
+        if args.ceiling:
+            scores = ceiling(args.data, load_shapes_classifier())
+            print("| images | colour | shape | size | position | all correct | images |")
+            print("|---|---|---|---|---|---|---|")
+            for name, r in scores.items():
+                print(
+                    f"| {name} | {r['colour']:.3f} | {r['shape']:.3f} | {r['size']:.3f} | "
+                    f"{r['position']:.3f} | {r['all_correct']:.3f} | {r['images']} |"
+                )
+            return
 
         rows = single_object_rows(args.data, args.num)
         pictures = [Image.open(args.data / "test" / r["file_name"]).convert("RGB") for r in rows]

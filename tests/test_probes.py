@@ -484,3 +484,26 @@ def test_object_placement_reads_single_object_scenes_or_errors(tmp_path):
     (tmp_path / "test" / "metadata.jsonl").write_text(json.dumps(two) + "\n")
     with pytest.raises(AttnGANError, match="no single-object"):
         single_object_rows(tmp_path, 5)
+
+
+def test_object_placement_ceiling_scores_the_training_crops_below_the_real_images(tmp_path):
+    """The semantic scores a perfect model of the training images would get: every attribute of
+    the real test images is read, the random crops (objects enlarged, shifted, cut) lose shape."""
+    from object_placement import ceiling
+
+    from attngan.data.shapes import build_shapes
+    from attngan.evaluation.shapes_classifier import load_shapes_classifier
+
+    root = tmp_path / "shapes"
+    build_shapes(root, num_train=2, num_test=80, workers=1, progress=False)
+    scores = ceiling(root, load_shapes_classifier())
+    real, crops = scores["real test images"], scores["the same, training crops"]
+    assert real["images"] == crops["images"] == 80
+    assert min(real[a] for a in ("colour", "shape", "size", "position")) >= 0.95
+    assert crops["shape"] < real["shape"] - 0.2
+    with pytest.raises(AttnGANError, match="no images"):
+        (tmp_path / "empty" / "test").mkdir(parents=True)
+        (tmp_path / "empty" / "train").mkdir(parents=True)
+        for split in ("train", "test"):
+            (tmp_path / "empty" / split / "metadata.jsonl").write_text("")
+        ceiling(tmp_path / "empty", load_shapes_classifier())
