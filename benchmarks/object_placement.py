@@ -14,7 +14,8 @@ backgrounds are neutral greys; every object colour is saturated). Per set:
   own centres; for the random crops, which shift the scene, only the images are measured);
 - ``off``: the mean distance of the centroid from the scene's true object centre (px; not for the
   random crops, whose offset is random);
-- shape accuracy (the shapes classifier, :func:`~attngan.evaluation.shapes_classifier.judge`) for
+- shape and position accuracy (the shapes classifier,
+  :func:`~attngan.evaluation.shapes_classifier.judge`, as ``attngan evaluate`` reads them) for
   objects in the centre cell, an edge cell and a corner cell.
 
 With ``--ceiling`` (no model needed) it scores, as ``attngan evaluate``'s semantic metric does
@@ -90,13 +91,14 @@ def cell_group(position: str) -> str:
     return "corner" if " " in position else "edge"
 
 
-def shape_by_group(classifier, images: torch.Tensor, rows: list[dict]) -> dict[str, float]:
+def by_group(classifier, images: torch.Tensor, rows: list[dict], attribute: str) -> dict:
+    """Accuracy of ``attribute`` (shape, position, ...) per cell group, as ``judge`` reads it."""
     from attngan.evaluation.shapes_classifier import judge
 
     verdicts = judge(classifier, images, [row["objects"] for row in rows])
     hits: dict[str, list[bool]] = {"centre": [], "edge": [], "corner": []}
     for row, verdict in zip(rows, verdicts, strict=True):
-        hits[cell_group(row["objects"][0]["position"])].append(bool(verdict[0]["shape"]))
+        hits[cell_group(row["objects"][0]["position"])].append(bool(verdict[0][attribute]))
     return {g: float(np.mean(v)) if v else float("nan") for g, v in hits.items()}
 
 
@@ -203,15 +205,20 @@ def main() -> None:
     except AttnGANError as err:
         parser.error(str(err))
     print(f"{len(rows)} single-object test scenes")
-    print("| images | frame | touch | radius | true | off | shape: centre | edge | corner |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| images | frame | touch | radius | true | off | shape: centre | edge | corner "
+        "| position: centre | edge | corner |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, (images, aligned) in sets.items():
         p = placement(images, centres, aligned)
-        s = shape_by_group(classifier, images, rows)
+        s = by_group(classifier, images, rows, "shape")
+        q = by_group(classifier, images, rows, "position")
         print(
             f"| {name} | {p['frame']:.3f} | {p['touch']:.3f} | {p['radius']:.1f} | "
             f"{p.get('true', float('nan')):.1f} | {p.get('off', float('nan')):.1f} | "
-            f"{s['centre']:.3f} | {s['edge']:.3f} | {s['corner']:.3f} |"
+            f"{s['centre']:.3f} | {s['edge']:.3f} | {s['corner']:.3f} | "
+            f"{q['centre']:.3f} | {q['edge']:.3f} | {q['corner']:.3f} |"
         )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from attngan.data.shapes import render_blob_twin
 from attngan.errors import AttnGANError
@@ -501,6 +502,21 @@ def test_object_placement_ceiling_scores_the_training_crops_below_the_real_image
     assert real["images"] == crops["images"] == 80
     assert min(real[a] for a in ("colour", "shape", "size", "position")) >= 0.95
     assert crops["shape"] < real["shape"] - 0.2
+    # per cell group, on the real test images: every shape and place read; a blank image, none
+    from object_placement import by_group, single_object_rows
+
+    from attngan.data.transforms import PyramidTransform
+
+    rows = single_object_rows(root, 80)
+    view = PyramidTransform([64], train=False)
+    images = torch.stack([view(Image.open(root / "test" / r["file_name"]).convert("RGB"))[-1]
+                          for r in rows])  # fmt: skip
+    classifier = load_shapes_classifier()
+    for attribute in ("shape", "position"):
+        groups = by_group(classifier, images, rows, attribute)
+        assert all(v >= 0.9 for v in groups.values() if v == v)  # nan: no object in that group
+    blank = by_group(classifier, torch.zeros_like(images), rows, "shape")
+    assert all(v <= 0.5 for v in blank.values() if v == v)
     with pytest.raises(AttnGANError, match="no images"):
         (tmp_path / "empty" / "test").mkdir(parents=True)
         (tmp_path / "empty" / "train").mkdir(parents=True)
