@@ -202,7 +202,7 @@ def main() -> None:
         out = pipe([r["text"][0] for r in rows], num_images=1, seed=0, batch_size=50)
         sets[str(args.model)] = (out.images[-1], True)
         classifier = load_shapes_classifier()
-    except AttnGANError as err:
+    except (AttnGANError, OSError) as err:  # a missing or unreadable model, data set or image
         parser.error(str(err))
     print(f"{len(rows)} single-object test scenes")
     print(
