@@ -1,9 +1,11 @@
 """How well a DAMSM model tells attributes apart on `shapes`: for real single-object test images,
 the true caption against the same caption with the shape word (or the colour word) swapped for
 another; prints how often the true caption scores higher at the word level (Eq. 10) and the mean
-sentence-level cosine of each.
+sentence-level cosine of each. With ``--positions``: for each single-object test image, which of
+nine captions "a <colour> <shape> <position phrase>", one per grid cell, its sentence vector is
+closest to, per true cell (does the DAMSM tell "in the center" from "on the left"?).
 
-    python benchmarks/damsm_attributes.py [--model runs/00000-shapes-damsm/model]
+    python benchmarks/damsm_attributes.py [--model runs/00000-shapes-damsm/model] [--positions]
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from PIL import Image
 
 from attngan.checkpoints import load_model
 from attngan.data.dataset import load_image
-from attngan.data.shapes import COLOURS, SHAPES
+from attngan.data.shapes import COLOURS, POSITIONS, SHAPES
 from attngan.data.transforms import to_unit_range
 from attngan.errors import AttnGANError
 from attngan.losses import word_match
@@ -29,11 +31,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import padded_ids  # noqa: E402
 
 
+def position_phrase(cell: str) -> str:
+    """A caption phrase for one of :data:`POSITIONS`: "in the center", "at the top", "on the
+    left", "in the top left" ..."""
+    if cell == "center":
+        return "in the center"
+    if " " in cell:
+        return f"in the {cell}"
+    return f"at the {cell}" if cell in ("top", "bottom") else f"on the {cell}"
+
+
+@torch.no_grad()
+def position_choices(model, images: torch.Tensor, objects: list[dict]) -> dict[str, dict]:
+    """For each image (``[N, 3, s, s]`` in [-1, 1], one object each), the position whose caption
+    its sentence vector is closest to: ``{true cell: {chosen cell: count}}``."""
+    text_encoder, image_encoder = model["text_encoder"].eval(), model["image_encoder"].eval()
+    chosen: dict[str, dict[str, int]] = {p: dict.fromkeys(POSITIONS, 0) for p in POSITIONS}
+    for image, obj in zip(images, objects, strict=True):
+        captions = [f"a {obj['colour']} {obj['shape']} {position_phrase(p)}" for p in POSITIONS]
+        tokens, lengths = padded_ids([model.vocab.encode(c).ids for c in captions])
+        sentence = text_encoder(tokens, lengths).sentence
+        code = image_encoder(image[None]).image
+        best = int(torch.nn.functional.cosine_similarity(code, sentence).argmax())
+        chosen[obj["position"]][POSITIONS[best]] += 1
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="runs/00000-shapes-damsm/model")
     parser.add_argument("--data", default="data/shapes")
     parser.add_argument("--images", type=int, default=300, help="test images to look at")
+    parser.add_argument("--positions", action="store_true", help="the nine-position probe")
     args = parser.parse_args()
     metadata = Path(args.data) / "test" / "metadata.jsonl"
     try:
@@ -46,6 +75,20 @@ def main() -> None:
     size = model.config.model.image_sizes[-1]
     root = Path(args.data) / "test"
     rows = [json.loads(line) for line in metadata.open()][: args.images]
+    if args.positions:
+        rows = [r for r in rows if len(r["objects"]) == 1]
+        images = torch.stack(
+            [to_unit_range(load_image(root / r["file_name"]).resize((size, size), Image.BILINEAR))
+             for r in rows]
+        )  # fmt: skip
+        chosen = position_choices(model, images, [r["objects"][0] for r in rows])
+        print(f"{args.model}: {len(rows)} single-object test images, the closest position caption")
+        for cell, counts in chosen.items():
+            n = sum(counts.values())
+            top = max(counts, key=counts.get)
+            right = counts[cell] / max(n, 1)
+            print(f"  {cell:13s} {n:4d} images: right {right:.1%}, most often {top!r}")
+        return
     rng = random.Random(0)
     wins = {"shape": 0, "colour": 0}
     sentence_wins = {"shape": 0, "colour": 0}

@@ -523,3 +523,36 @@ def test_object_placement_ceiling_scores_the_training_crops_below_the_real_image
         for split in ("train", "test"):
             (tmp_path / "empty" / split / "metadata.jsonl").write_text("")
         ceiling(tmp_path / "empty", load_shapes_classifier())
+
+
+def test_damsm_position_probe_reads_the_cell_and_follows_a_mirrored_image(tmp_path):
+    """``damsm_attributes.py --positions`` on the bundled encoders: real single-object images
+    pick their own cell's caption; mirrored left to right, a left object picks "right"."""
+    from damsm_attributes import position_choices, position_phrase
+
+    from attngan.checkpoints import load_model
+    from attngan.data.shapes import build_shapes
+    from attngan.data.transforms import PyramidTransform
+
+    assert [position_phrase(p) for p in ("center", "top", "left", "bottom right")] == [
+        "in the center",
+        "at the top",
+        "on the left",
+        "in the bottom right",
+    ]
+    root = tmp_path / "shapes"
+    build_shapes(root, num_train=2, num_test=120, workers=1, progress=False)
+    from object_placement import single_object_rows
+
+    rows = single_object_rows(root, 200)
+    view = PyramidTransform([64], train=False)
+    images = torch.stack([view(Image.open(root / "test" / r["file_name"]).convert("RGB"))[-1]
+                          for r in rows])  # fmt: skip
+    model = load_model(BUNDLED, components=("text_encoder", "image_encoder"))
+    objects = [r["objects"][0] for r in rows]
+    chosen = position_choices(model, images, objects)
+    right = sum(chosen[p][p] for p in chosen) / len(rows)
+    assert right >= 0.9
+    mirrored = position_choices(model, images.flip(-1), objects)
+    lefts = sum(mirrored["left"].values())
+    assert lefts and mirrored["left"]["right"] / lefts >= 0.8
