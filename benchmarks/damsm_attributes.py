@@ -47,12 +47,12 @@ def position_choices(model, images: torch.Tensor, objects: list[dict]) -> dict[s
     its sentence vector is closest to: ``{true cell: {chosen cell: count}}``."""
     text_encoder, image_encoder = model["text_encoder"].eval(), model["image_encoder"].eval()
     chosen: dict[str, dict[str, int]] = {p: dict.fromkeys(POSITIONS, 0) for p in POSITIONS}
-    for image, obj in zip(images, objects, strict=True):
+    codes = image_encoder(images).image  # [N, D], every image in one pass
+    for code, obj in zip(codes, objects, strict=True):
         captions = [f"a {obj['colour']} {obj['shape']} {position_phrase(p)}" for p in POSITIONS]
         tokens, lengths = padded_ids([model.vocab.encode(c).ids for c in captions])
         sentence = text_encoder(tokens, lengths).sentence
-        code = image_encoder(image[None]).image
-        best = int(torch.nn.functional.cosine_similarity(code, sentence).argmax())
+        best = int(torch.nn.functional.cosine_similarity(code[None], sentence).argmax())
         chosen[obj["position"]][POSITIONS[best]] += 1
     return chosen
 

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from attngan.data.dataset import load_image
 from attngan.data.transforms import PyramidTransform
 from attngan.errors import AttnGANError
 
@@ -59,7 +59,7 @@ def placement(images: torch.Tensor, centres: np.ndarray, aligned: bool = True) -
     ``aligned=False`` when the images are shifted against them by an unknown offset (random
     crops): they then only pick the off-centre objects, and ``off`` is left out."""
     mask = object_mask(images)
-    n, h, w = mask.shape
+    _, h, w = mask.shape
     frame = np.zeros((h, w), bool)
     frame[:FRAME], frame[-FRAME:], frame[:, :FRAME], frame[:, -FRAME:] = True, True, True, True
     total = mask.sum((1, 2))
@@ -122,7 +122,6 @@ def single_object_rows(data: Path, num: int) -> list[dict]:
 def ceiling(data: Path, classifier, seed: int = 0) -> dict[str, dict[str, float]]:
     """``attngan evaluate``'s semantic accuracies (all captions) of the real test images, as
     evaluation sees them and through the training transform's random crops (seeded)."""
-    from attngan.data.dataset import load_image
     from attngan.data.records import read_records
     from attngan.evaluation.evaluate import SemanticTally, plan_items
     from attngan.evaluation.shapes_classifier import judge
@@ -181,7 +180,7 @@ def main() -> None:
             return
 
         rows = single_object_rows(args.data, args.num)
-        pictures = [Image.open(args.data / "test" / r["file_name"]).convert("RGB") for r in rows]
+        pictures = [load_image(args.data / "test" / r["file_name"]) for r in rows]
         scale = SIZE / pictures[0].width
         centres = np.array(
             [[(r["objects"][0]["bbox"][0] + r["objects"][0]["bbox"][2]) / 2 * scale,
