@@ -64,13 +64,19 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=300, help="test images to look at")
     parser.add_argument("--positions", action="store_true", help="the nine-position probe")
     args = parser.parse_args()
-    metadata = Path(args.data) / "test" / "metadata.jsonl"
     try:
-        model = load_model(args.model, components=("text_encoder", "image_encoder"))
-        if not metadata.is_file():
-            raise AttnGANError(f"{metadata} not found: build the set with `attngan data shapes`")
-    except AttnGANError as exc:
+        run(args)
+    except AttnGANError as exc:  # a missing file, a wrong model, a corrupt image: one line
         raise SystemExit(f"damsm_attributes: error: {exc}") from None
+
+
+def run(args: argparse.Namespace) -> None:
+    """The probe of :func:`main` for parsed arguments; raises :class:`AttnGANError` on bad
+    input."""
+    metadata = Path(args.data) / "test" / "metadata.jsonl"
+    model = load_model(args.model, components=("text_encoder", "image_encoder"))
+    if not metadata.is_file():
+        raise AttnGANError(f"{metadata} not found: build the set with `attngan data shapes`")
     text_encoder, image_encoder = model["text_encoder"].eval(), model["image_encoder"].eval()
     size = model.config.model.image_sizes[-1]
     root = Path(args.data) / "test"

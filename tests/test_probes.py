@@ -556,3 +556,26 @@ def test_damsm_position_probe_reads_the_cell_and_follows_a_mirrored_image(tmp_pa
     mirrored = position_choices(model, images.flip(-1), objects)
     lefts = sum(mirrored["left"].values())
     assert lefts and mirrored["left"]["right"] / lefts >= 0.8
+
+
+@pytest.mark.parametrize("positions", [False, True])
+def test_damsm_attributes_corrupt_image_is_one_line(tmp_path, monkeypatch, capsys, positions):
+    """A corrupt test image (or a missing metadata file) ends ``damsm_attributes.py`` with one
+    ``error:`` line, not a traceback, in both of its probes."""
+    import damsm_attributes
+
+    from attngan.data.shapes import build_shapes
+
+    root = tmp_path / "shapes"
+    build_shapes(root, num_train=2, num_test=6, workers=1, progress=False)
+    rows = [json.loads(line) for line in (root / "test" / "metadata.jsonl").open()]
+    single = next(r for r in rows if len(r["objects"]) == 1)
+    (root / "test" / single["file_name"]).write_bytes(b"not a png")
+    argv = ["damsm_attributes.py", "--model", str(BUNDLED), "--data", str(root)]
+    monkeypatch.setattr(sys, "argv", argv + ["--positions"] * positions)
+    with pytest.raises(SystemExit, match=r"^damsm_attributes: error: .*") as info:
+        damsm_attributes.main()
+    assert "\n" not in str(info.value) and single["file_name"].split("/")[-1] in str(info.value)
+    monkeypatch.setattr(sys, "argv", argv[:3] + ["--data", str(tmp_path / "none")])
+    with pytest.raises(SystemExit, match="not found"):
+        damsm_attributes.main()
