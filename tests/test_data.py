@@ -2,6 +2,7 @@ import json
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -11,7 +12,7 @@ from attngan.config import load_config
 from attngan.data.dataset import Sample, TextImageDataset, open_datasets, select_words
 from attngan.data.records import Record
 from attngan.data.transforms import PyramidTransform, crop_to_box
-from attngan.errors import DataError
+from attngan.errors import ConfigError, DataError
 from attngan.text import Vocabulary
 
 from .conftest import COCO_MINI, needs_coco, simple_rows, write_folder, write_image
@@ -181,6 +182,18 @@ def test_train_draws_vary_and_eval_draws_do_not(folder_data):
     )
 
 
+def test_datasets_take_the_random_shift_from_the_config(folder_data):
+    """``data.random_shift`` reaches the training split: without crops its draws still vary (by
+    place), with the shift off they are all the test split's view."""
+    for shift, varies in ((0, False), (3, True)):
+        cfg = _cfg("shapes", folder_data, "data.captions_per_image=3", "data.random_crop=false",
+                   f"data.random_shift={shift}")  # fmt: skip
+        train = open_datasets(cfg, ["train"], progress=False)["train"]
+        torch.manual_seed(0)
+        draws = [train[0].images[-1] for _ in range(8)]
+        assert any(not torch.equal(draws[0], d) for d in draws) is varies
+
+
 def test_pyramid_stages_are_the_same_crop():
     image = write_image(Path("/tmp") / "attngan_pyramid.png", (120, 90))
     stages = PyramidTransform([32, 64, 128], train=True)(Image.open(image).convert("RGB"))
@@ -323,3 +336,36 @@ def test_random_crop_off_trains_on_the_evaluation_view():
     assert not all(torch.equal(c, test_view[-1]) for c in cropped)
     config = load_config("shapes", ["data.random_crop=false"])
     assert config.data.random_crop is False and load_config("birds").data.random_crop is True
+
+
+def test_random_shift_moves_the_image_at_its_scale_and_only_in_training():
+    """``data.random_shift``: the training view moved by at most that many pixels along each axis,
+    nothing enlarged (an object keeps its size); every shift in range is drawn; evaluation and
+    ``shift=0`` keep the fixed view; the lower stage is the same view downsampled."""
+    array = np.full((64, 64, 3), 100, np.uint8)
+    array[28:36, 24:40] = 255  # a 16 x 8 bar in the middle
+    image = Image.fromarray(array)
+    plain = PyramidTransform([32, 64], train=True, flip=False, crop=False)(image)
+    shifted = PyramidTransform([32, 64], train=True, flip=False, crop=False, shift=5)
+    gen, moves = torch.Generator().manual_seed(0), set()
+    for _ in range(200):
+        small, view = shifted(image, generator=gen)
+        ys, xs = torch.nonzero(view[0] > 0.9, as_tuple=True)
+        assert (int(ys.max() - ys.min()) + 1, int(xs.max() - xs.min()) + 1) == (8, 16)
+        dy, dx = int(ys.min()) - 28, int(xs.min()) - 24
+        assert max(abs(dy), abs(dx)) <= 5
+        moves.add((dy, dx))
+        expected = Image.fromarray(((view.permute(1, 2, 0) + 1) * 127.5).round().byte().numpy())
+        assert torch.allclose(small, PyramidTransform([32], train=False)(expected)[0], atol=0.02)
+    assert {dy for dy, _ in moves} == {dx for _, dx in moves} == set(range(-5, 6))
+    assert torch.equal(PyramidTransform([32, 64], train=False)(image)[-1], plain[-1])
+    evaluation = PyramidTransform([32, 64], train=False, shift=5)
+    assert all(torch.equal(evaluation(image)[-1], plain[-1]) for _ in range(3))
+    with pytest.raises(ValueError, match="shift"):
+        PyramidTransform([32, 64], train=True, shift=32)
+    assert load_config("shapes", ["data.random_shift=6"]).data.random_shift == 6
+    assert load_config("birds").data.random_shift == 0
+    with pytest.raises(ConfigError, match="data.random_shift must be below half"):
+        load_config("shapes", ["data.random_shift=32"])
+    with pytest.raises(ConfigError, match="data.random_shift must be >= 0"):
+        load_config("shapes", ["data.random_shift=-1"])

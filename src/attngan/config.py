@@ -47,6 +47,10 @@ class DataConfig:
     # random crops in training (the release: resize to 76/64 of the size, crop); off: resize and
     # centre-crop as the test split is, when captions say where things are and how big
     random_crop: bool = True
+    # random shifts in training: the image moved by up to this many pixels (at the last stage's
+    # size) along each axis, the border reflected in; a jitter of place at the same scale, for
+    # captions that name sizes and shapes (0: off, the release)
+    random_shift: int = 0
     limit: int = 0  # use only the first N samples of a split (0: all); for quick runs and tests
     # paired negatives (train.d_negatives): a folder laid out like `root` whose images, at the
     # same relative paths, are what each training image must not look like (e.g. `attngan data
@@ -59,6 +63,7 @@ class DataConfig:
         _at_least("data.max_words", self.max_words, 1)
         _at_least("data.workers", self.workers, 0)
         _at_least("data.limit", self.limit, 0)
+        _at_least("data.random_shift", self.random_shift, 0)
 
 
 @dataclass
@@ -289,6 +294,14 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     damsm: DAMSMConfig = field(default_factory=DAMSMConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        side = self.model.image_sizes[-1]
+        if self.data.random_shift >= side // 2:
+            raise ConfigError(
+                f"data.random_shift must be below half the last stage's side, {side // 2} px "
+                f"(got {self.data.random_shift})"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -83,6 +83,7 @@ class TextImageDataset(Dataset):
             (chosen from ``seed``) and a centre crop.
         flip: random horizontal flips in training (off for captions that name left and right).
         crop: random crops in training (off: resize and centre crop, as in evaluation).
+        shift: random shifts of up to this many pixels in training (:class:`PyramidTransform`).
         negatives: ``(root, negatives_root)``: each sample also carries the image at the same
             path relative to ``negatives_root`` as its own has to ``root``, cropped and flipped
             alike (paired negatives for the discriminators, ``train.d_negatives``).
@@ -104,6 +105,7 @@ class TextImageDataset(Dataset):
         progress: bool = True,
         flip: bool = True,
         crop: bool = True,
+        shift: int = 0,
         negatives: tuple[str | Path, str | Path] | None = None,
     ) -> None:
         self.vocab = vocab
@@ -111,7 +113,7 @@ class TextImageDataset(Dataset):
         self.train = train
         self.skip_bad = skip_bad
         self.seed = seed
-        self.transform = PyramidTransform(list(image_sizes), train, flip, crop)
+        self.transform = PyramidTransform(list(image_sizes), train, flip, crop, shift)
         self.skipped: list[str] = []
         self.records, self.captions = self._encode(records)
         self.negatives = None if negatives is None else (Path(negatives[0]), Path(negatives[1]))
@@ -283,6 +285,7 @@ def open_datasets(
             progress=progress,
             flip=config.data.flip,
             crop=config.data.random_crop,
+            shift=config.data.random_shift,
             negatives=(data.root, data.negatives)
             if data.negatives and split == "train" and config.train.d_negatives > 0
             else None,

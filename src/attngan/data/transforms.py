@@ -39,23 +39,39 @@ def to_unit_range(image: Image.Image) -> torch.Tensor:
     return array.permute(2, 0, 1).div(127.5).sub_(1.0)
 
 
+def shifted(image: Image.Image, shift: int, generator: torch.Generator | None) -> Image.Image:
+    """``image`` moved by a random ``(dx, dy)``, each in ``[-shift, shift]`` px, same size; the
+    pixels that come in are the border reflected."""
+    dx, dy = (int(v) for v in torch.randint(-shift, shift + 1, (2,), generator=generator))
+    array = np.pad(np.asarray(image), ((shift, shift), (shift, shift), (0, 0)), mode="reflect")
+    h, w = image.height, image.width
+    return Image.fromarray(array[shift - dy : shift - dy + h, shift - dx : shift - dx + w])
+
+
 class PyramidTransform:
     """An image → one ``[3, s, s]`` tensor per stage size ``s`` (smallest first), in [−1, 1].
 
     Training: resize to ⌊size·76/64⌋, random crop to ``size``, random horizontal flip (unless
     ``flip=False``: captions that say "left" and "right" must not be mirrored; ``crop=False``
     resizes to ``size`` and centre-crops as evaluation does, for captions that name where things
-    are and how big). Evaluation: resize and centre crop, no randomness. Lower stages are the same
-    crop downsampled.
+    are and how big). ``shift`` > 0 (training only) then moves the image by a random whole number
+    of pixels in ``[-shift, shift]`` along each axis, at the same scale, the border reflected in:
+    a jitter of place without the crop's enlargement. Evaluation: resize and centre crop, no
+    randomness. Lower stages are the same crop downsampled.
     """
 
-    def __init__(self, sizes: list[int], train: bool, flip: bool = True, crop: bool = True) -> None:
+    def __init__(
+        self, sizes: list[int], train: bool, flip: bool = True, crop: bool = True, shift: int = 0
+    ) -> None:
         if not sizes or sorted(sizes) != list(sizes):
             raise ValueError(f"stage sizes must be increasing, got {sizes}")
+        if not 0 <= shift < sizes[-1] // 2:
+            raise ValueError(f"shift must be in [0, {sizes[-1] // 2}) px, got {shift}")
         self.sizes = list(sizes)
         self.train = train
         self.flip = flip
         self.crop = crop
+        self.shift = shift
 
     def __call__(
         self,
@@ -74,6 +90,8 @@ class PyramidTransform:
                 left = int(torch.randint(0, image.width - size + 1, (), generator=generator))
                 top = int(torch.randint(0, image.height - size + 1, (), generator=generator))
             image = image.crop((left, top, left + size, top + size))
+            if self.shift:
+                image = shifted(image, self.shift, generator)
             if torch.rand((), generator=generator) < 0.5 and self.flip:
                 image = image.transpose(Image.FLIP_LEFT_RIGHT)
         else:
