@@ -358,6 +358,25 @@ def test_cutout_zeroes_one_square_per_image_and_keeps_the_rest():
     assert not torch.equal(out, losses.cutout(images, 0.25, torch.Generator().manual_seed(1)))
 
 
+def test_random_shift_moves_each_image_within_range_and_passes_gradients():
+    images = torch.full((200, 3, 16, 16), -1.0)
+    images[:, :, 6:10, 5:11] = 1.0  # a 4 x 6 bar away from the border
+    images.requires_grad_(True)
+    out = losses.random_shift(images, 3, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape
+    moves = set()
+    for b in range(200):
+        ys, xs = (out[b, 0] > 0).nonzero(as_tuple=True)
+        assert (ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) == (4, 6)  # moved, not resized
+        moves.add((int(ys.min()) - 6, int(xs.min()) - 5))
+    assert {dy for dy, _ in moves} == {dx for _, dx in moves} == set(range(-3, 4))
+    out.sum().backward()  # every output pixel comes from one input pixel
+    assert images.grad is not None and images.grad.sum() == out.numel()
+    again = losses.random_shift(images, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    assert losses.random_shift(images, 0, torch.Generator()) is images
+
+
 def test_paired_l1_is_the_summed_mean_absolute_difference_per_stage():
     torch.manual_seed(0)
     reals = [torch.rand(2, 3, 4, 4), torch.rand(2, 3, 8, 8)]

@@ -786,6 +786,7 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
         "no_adv": ["train.g_adversarial=0"],
         "d_swap": ["train.d_swap_weight=2", "damsm.swap_words=circle square triangle star"],
         "blur": ["train.d_blur_negatives=1"],
+        "damsm_shift": ["train.damsm_shift=3"],
     }.items():
         recorder = Recorder()
         train_gan(tiny(shapes_root, *base, *extra), damsm=damsm_run, runs=tmp_path / name,
@@ -818,12 +819,18 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
     assert no_adv["g"] == pytest.approx(5.0 * no_adv["damsm"] + no_adv["kl"], rel=1e-4)
     assert runs["d_swap"]["d"] != pytest.approx(runs["plain"]["d"], rel=1e-6)
     assert runs["blur"]["d"] > runs["plain"]["d"]  # one more fake term
+    moved = runs["damsm_shift"]  # the DAMSM term reads moved images; the discriminators do not
+    assert moved["damsm"] != pytest.approx(runs["plain"]["damsm"], rel=1e-6)
+    assert moved["d"] == pytest.approx(runs["plain"]["d"], rel=1e-6)
+    assert moved["g_adv"] == pytest.approx(runs["plain"]["g_adv"], rel=1e-6)
     assert runs["d_swap"]["g_adv"] != pytest.approx(runs["plain"]["g_adv"], rel=1e-6)
     with pytest.raises(TrainingError, match="train.d_swap_weight needs the words"):
         train_gan(tiny(shapes_root, "train.d_swap_weight=1"), damsm=damsm_run, runs=tmp_path,
                   device="cpu", progress=False)  # fmt: skip
     with pytest.raises(ConfigError, match="d_cutout"):
         tiny(shapes_root, "train.d_cutout=1.0")
+    with pytest.raises(ConfigError, match="train.damsm_shift must be below half"):
+        tiny(shapes_root, "train.damsm_shift=100")
     for bad in (
         "train.d_noise=-0.1",
         "train.d_noise_until=-1",

@@ -206,6 +206,10 @@ class TrainConfig:
     # k * E||(grad_image, grad_sentence) D_cond(real, own sentence)||^magp_power
     magp_weight: float = 0.0
     magp_power: float = 6.0
+    # the generator's DAMSM term reads its last-stage images moved by up to this many pixels
+    # along each axis (each image its own draw, the border reflected in; not in the release, 0:
+    # off), so the frozen encoders cannot be met by a pattern tied to exact pixel positions
+    damsm_shift: int = 0
     # DiffAugment cutout for the discriminators (not in the release, 0: off): every image they
     # see, real or fake, has a random square of this fraction of its side zeroed
     d_cutout: float = 0.0
@@ -273,6 +277,7 @@ class TrainConfig:
         for key in weights:  # loss weights: 0 turns a term off, a negative one is a mistake
             _at_least(f"train.{key}", getattr(self, key), 0.0)
         _at_least("train.magp_power", self.magp_power, 1.0)
+        _at_least("train.damsm_shift", self.damsm_shift, 0)
         if not 0.0 <= self.d_cutout < 1.0:
             raise ConfigError(f"train.d_cutout must be in [0, 1) (got {self.d_cutout})")
         _at_least("train.log_every", self.log_every, 1)
@@ -297,11 +302,12 @@ class Config:
 
     def __post_init__(self) -> None:
         side = self.model.image_sizes[-1]
-        if self.data.random_shift >= side // 2:
-            raise ConfigError(
-                f"data.random_shift must be below half the last stage's side, {side // 2} px "
-                f"(got {self.data.random_shift})"
-            )
+        for key, value in (("data.random_shift", self.data.random_shift),
+                           ("train.damsm_shift", self.train.damsm_shift)):  # fmt: skip
+            if value >= side // 2:
+                raise ConfigError(
+                    f"{key} must be below half the last stage's side, {side // 2} px (got {value})"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

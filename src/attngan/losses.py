@@ -396,6 +396,20 @@ def cutout(images: Tensor, fraction: float, generator: torch.Generator) -> Tenso
     return images * (~inside).to(images.dtype).to(images.device)[:, None]
 
 
+def random_shift(images: Tensor, shift: int, generator: torch.Generator) -> Tensor:
+    """Each image ``[B, C, s, s]`` moved by its own random ``(dx, dy)``, each a whole number of
+    pixels in ``[-shift, shift]``, the border reflected in; same size, differentiable in
+    ``images``. A critic that reads the moved copy cannot be satisfied by a pattern tied to exact
+    pixel positions (the augmentations of CLIP-guided generation, DiffAugment's translation)."""
+    if shift <= 0:
+        return images
+    b, _, h, w = images.shape
+    padded = F.pad(images, (shift, shift, shift, shift), mode="reflect")
+    offsets = torch.randint(0, 2 * shift + 1, (b, 2), generator=generator).tolist()
+    return torch.stack([padded[k, :, dy : dy + h, dx : dx + w]
+                        for k, (dy, dx) in enumerate(offsets)])  # fmt: skip
+
+
 def instance_noise(images: Tensor, sigma: float, generator: torch.Generator) -> Tensor:
     """``images`` plus Gaussian noise of standard deviation ``sigma`` (drawn on the CPU from
     ``generator``, so the same on every device), in the images' dtype and device."""

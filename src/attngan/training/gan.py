@@ -39,6 +39,7 @@ from attngan.losses import (
     noise_level,
     paired_feature_loss,
     paired_l1_loss,
+    random_shift,
     sentence_loss,
     sharded_word_loss,
     stage_consistency_loss,
@@ -341,7 +342,10 @@ class GANTrainer(Loop):
                 generator_scale_loss(disc, augment(fake), text.sentence)
                 for disc, fake in zip(self.discriminators, out.images, strict=True)
             )
-            features = self.loss_encoder(out.images[-1])
+            last = out.images[-1]
+            if t.damsm_shift > 0:
+                last = random_shift(last, t.damsm_shift, self._step_generator(3))
+            features = self.loss_encoder(last)
         # DAMSM over the global batch (every caption against every image), in float32
         regions, image = features.regions.float(), features.image.float()
         if self.world.size == 1:
