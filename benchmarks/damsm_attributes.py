@@ -3,9 +3,14 @@ the true caption against the same caption with the shape word (or the colour wor
 another; prints how often the true caption scores higher at the word level (Eq. 10) and the mean
 sentence-level cosine of each. With ``--positions``: for each single-object test image, which of
 nine captions "a <colour> <shape> <position phrase>", one per grid cell, its sentence vector is
-closest to, per true cell (does the DAMSM tell "in the center" from "on the left"?).
+closest to, per true cell (does the DAMSM tell "in the center" from "on the left"?). With
+``--landscape``: the real single-object scenes with their object in the centre cell, moved
+sideways by k pixels, against their own captions: the mean sentence cosine for each k (does the
+score still rise as an object that sits a cell off comes back towards the centre, or is it flat
+there, leaving a generator that draws it off-centre no gradient back?).
 
-    python benchmarks/damsm_attributes.py [--model runs/00000-shapes-damsm/model] [--positions]
+    python benchmarks/damsm_attributes.py [--model runs/00000-shapes-damsm/model]
+        [--positions | --landscape]
 """
 
 from __future__ import annotations
@@ -57,12 +62,45 @@ def position_choices(model, images: torch.Tensor, objects: list[dict]) -> dict[s
     return chosen
 
 
+def load_views(root: Path, rows: list[dict], size: int) -> torch.Tensor:
+    """The test images of ``rows`` at ``size`` px, ``[N, 3, size, size]`` in [-1, 1]; a corrupt
+    or missing image raises :class:`AttnGANError`."""
+    return torch.stack(
+        [to_unit_range(load_image(root / r["file_name"]).resize((size, size), Image.BILINEAR))
+         for r in rows]
+    )  # fmt: skip
+
+
+LANDSCAPE_SHIFTS = tuple(range(-24, 25, 3))  # pixels at 64 px; a grid cell is 21 px
+
+
+@torch.no_grad()
+def position_landscape(
+    model, images: torch.Tensor, captions: list[list[str]], shifts=LANDSCAPE_SHIFTS
+) -> dict[int, float]:
+    """For each shift k (pixels, negative: to the left), the mean sentence cosine between
+    ``images`` ``[N, 3, s, s]`` rolled sideways by k (what leaves one side comes in at the other)
+    and each image's own ``captions``."""
+    text_encoder, image_encoder = model["text_encoder"].eval(), model["image_encoder"].eval()
+    flat = [c for per_image in captions for c in per_image]
+    owner = torch.tensor([i for i, per_image in enumerate(captions) for _ in per_image])
+    sentence = text_encoder(*padded_ids([model.vocab.encode(c).ids for c in flat])).sentence
+    scores = {}
+    for k in shifts:
+        code = image_encoder(images.roll(k, dims=3)).image[owner]
+        scores[k] = torch.nn.functional.cosine_similarity(code, sentence).mean().item()
+    return scores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="runs/00000-shapes-damsm/model")
     parser.add_argument("--data", default="data/shapes")
     parser.add_argument("--images", type=int, default=300, help="test images to look at")
-    parser.add_argument("--positions", action="store_true", help="the nine-position probe")
+    probes = parser.add_mutually_exclusive_group()
+    probes.add_argument("--positions", action="store_true", help="the nine-position probe")
+    help_landscape = "the score of centre objects moved sideways, pixel by pixel"
+    probes.add_argument("--landscape", action="store_true", help=help_landscape)
     args = parser.parse_args()
     try:
         run(args)
@@ -80,13 +118,23 @@ def run(args: argparse.Namespace) -> None:
     text_encoder, image_encoder = model["text_encoder"].eval(), model["image_encoder"].eval()
     size = model.config.model.image_sizes[-1]
     root = Path(args.data) / "test"
-    rows = [json.loads(line) for line in metadata.open()][: args.images]
+    rows = [json.loads(line) for line in metadata.open()]
+    if args.landscape:  # every centre scene of the split
+        rows = [
+            r for r in rows if len(r["objects"]) == 1 and r["objects"][0]["position"] == "center"
+        ]
+        if not rows:
+            raise AttnGANError(f"{metadata}: no single-object scene in the centre cell")
+        images = load_views(root, rows, size)
+        scores = position_landscape(model, images, [r["text"] for r in rows])
+        print(f"{args.model}: {len(rows)} centre-cell test images moved sideways by k px; "
+              f"mean sentence cosine with their own captions")  # fmt: skip
+        print(" ".join(f"{k:+d}:{v:.3f}" for k, v in scores.items()))
+        return
+    rows = rows[: args.images]
     if args.positions:
         rows = [r for r in rows if len(r["objects"]) == 1]
-        images = torch.stack(
-            [to_unit_range(load_image(root / r["file_name"]).resize((size, size), Image.BILINEAR))
-             for r in rows]
-        )  # fmt: skip
+        images = load_views(root, rows, size)
         chosen = position_choices(model, images, [r["objects"][0] for r in rows])
         print(f"{args.model}: {len(rows)} single-object test images, the closest position caption")
         for cell, counts in chosen.items():

@@ -579,3 +579,36 @@ def test_damsm_attributes_corrupt_image_is_one_line(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(sys, "argv", argv[:3] + ["--data", str(tmp_path / "none")])
     with pytest.raises(SystemExit, match="not found"):
         damsm_attributes.main()
+
+
+def test_damsm_position_landscape_peaks_at_the_true_place(tmp_path, monkeypatch, capsys):
+    """``damsm_attributes.py --landscape``: centre objects score highest with their own captions
+    where they are, lower a cell away on either side; unmoved, the scores of a rolled-back image
+    are the unmoved image's; a split without centre scenes is one error line."""
+    import damsm_attributes
+    from damsm_attributes import load_views, position_landscape
+
+    from attngan.checkpoints import load_model
+    from attngan.data.shapes import build_shapes
+
+    root = tmp_path / "shapes"
+    build_shapes(root, num_train=2, num_test=160, workers=1, progress=False)
+    rows = [json.loads(line) for line in (root / "test" / "metadata.jsonl").open()]
+    centre = [r for r in rows if len(r["objects"]) == 1 and r["objects"][0]["position"] == "center"]
+    assert len(centre) >= 3
+    model = load_model(BUNDLED, components=("text_encoder", "image_encoder"))
+    images = load_views(root / "test", centre, 64)
+    scores = position_landscape(model, images, [r["text"] for r in centre], (-21, -3, 0, 3, 21))
+    assert list(scores) == [-21, -3, 0, 3, 21]
+    assert scores[0] > max(scores[-21], scores[21]) + 0.1
+    full = position_landscape(model, images, [r["text"] for r in centre], (0, 64))
+    assert full[0] == pytest.approx(full[64], abs=1e-5)  # a whole turn is the image itself
+    argv = ["damsm_attributes.py", "--model", str(BUNDLED), "--data", str(root), "--landscape"]
+    monkeypatch.setattr(sys, "argv", argv)
+    damsm_attributes.main()
+    out = capsys.readouterr().out
+    assert f"{len(centre)} centre-cell test images" in out and "+0:" in out and "-24:" in out
+    kept = [r for r in rows if r not in centre]
+    (root / "test" / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    with pytest.raises(SystemExit, match="no single-object scene in the centre cell"):
+        damsm_attributes.main()
