@@ -612,3 +612,59 @@ def test_damsm_position_landscape_peaks_at_the_true_place(tmp_path, monkeypatch,
     (root / "test" / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     with pytest.raises(SystemExit, match="no single-object scene in the centre cell"):
         damsm_attributes.main()
+
+
+def test_critic_preference_scores_real_images_above_their_moved_copies(
+    tmp_path, monkeypatch, capsys
+):
+    """``critic_preference.py``: the bundled encoders score real centre scenes above the same
+    scenes moved a cell sideways; rolling by whole turns changes nothing; a tiny GAN checkpoint
+    adds both heads of each discriminator; a DAMSM model in its place is one error line."""
+    import critic_preference
+    from critic_preference import critic_scores, moved
+    from damsm_attributes import load_views
+
+    from attngan.checkpoints import load_model
+    from attngan.data.shapes import build_shapes
+
+    root = tmp_path / "shapes"
+    build_shapes(root, num_train=24, num_test=160, workers=1, progress=False)
+    rows = [json.loads(line) for line in (root / "test" / "metadata.jsonl").open()]
+    centre = [r for r in rows if len(r["objects"]) == 1 and r["objects"][0]["position"] == "center"]
+    captions = [r["text"][0] for r in centre]
+    real = [load_views(root / "test", centre, 64)]
+    assert torch.equal(moved(real, 3)[0], real[0]) and not torch.equal(moved(real, 1)[0], real[0])
+    encoders = load_model(BUNDLED, components=("text_encoder", "image_encoder"))
+    here, away = (
+        critic_scores(encoders, real, captions),
+        critic_scores(encoders, moved(real, 1), captions),
+    )
+    assert set(here) == {"damsm cos", "damsm word"}  # no discriminators in a model folder
+    assert here["damsm cos"] > away["damsm cos"] + 0.1 and here["damsm word"] > away["damsm word"]
+    # end to end on a tiny GAN checkpoint
+    from attngan.config import load_config
+    from attngan.training import train_damsm, train_gan
+
+    tiny = [
+        f"data.root={root}", "model.base_size=16", "model.gf=4", "model.df=4",
+        "model.embedding_dim=16", "model.word_dim=8", "model.cnn_channels=4", "model.z_dim=8",
+        "model.condition_dim=8", "damsm.batch_size=4", "train.batch_size=4", "data.workers=0",
+        "damsm.max_steps=1", "train.max_steps=1", "train.sample_every=1000",
+    ]  # fmt: skip
+    damsm = train_damsm(load_config("shapes", tiny), runs=tmp_path / "d", device="cpu",
+                        progress=False).run_dir  # fmt: skip
+    gan = train_gan(load_config("shapes", tiny), damsm=damsm, runs=tmp_path / "g", device="cpu",
+                    progress=False).run_dir  # fmt: skip
+    checkpoint = sorted((gan / "checkpoints").iterdir())[-1]
+    argv = ["critic_preference.py", str(checkpoint), "--data", str(root), "--move", "-1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    critic_preference.main()
+    text = capsys.readouterr().out
+    assert f"{len(centre)} single-object test scenes in the center cell" in text
+    for column in ("D16 cond", "D16 uncond", "D32 cond", "D32 uncond", "damsm cos"):
+        assert column in text
+    assert "| generated, moved -1 cell |" in text and "| real, moved -1 cell |" in text
+    argv = ["critic_preference.py", str(damsm / "model"), "--data", str(root)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match="^critic_preference: error: "):
+        critic_preference.main()
