@@ -18,6 +18,10 @@ backgrounds are neutral greys; every object colour is saturated). Per set:
   :func:`~attngan.evaluation.shapes_classifier.judge`, as ``attngan evaluate`` reads them) for
   objects in the centre cell, an edge cell and a corner cell.
 
+Then, for the model's images, where it draws the objects of each cell: the grid cell of the
+object pixels' centroid, counted per cell the captions name ("center: left 57" is every centre
+object drawn in the left cell).
+
 With ``--ceiling`` (no model needed) it scores, as ``attngan evaluate``'s semantic metric does
 (one caption per test image, seed 0), the real test images and the same images through the
 training transform: what a generator that drew the training images perfectly would score.
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +87,25 @@ def placement(images: torch.Tensor, centres: np.ndarray, aligned: bool = True) -
     off = np.hypot(cx - centres[:, 0], cy - centres[:, 1])
     out["off"] = float(off[drawn].mean()) if drawn.any() else float("nan")
     return out
+
+
+def drawn_cells(images: torch.Tensor, rows: list[dict]) -> dict[str, Counter]:
+    """Per cell the captions name (``rows``' single objects), how many of ``images`` have their
+    object pixels' centroid in each grid cell (``"none"``: no object pixel)."""
+    from attngan.data.shapes import POSITIONS
+
+    mask = object_mask(images)
+    _, h, w = mask.shape
+    drawn: dict[str, Counter] = {cell: Counter() for cell in POSITIONS}
+    for row, m in zip(rows, mask, strict=True):
+        ys, xs = np.nonzero(m)
+        if not len(xs):
+            cell = "none"
+        else:
+            r, c = min(2, int((ys.mean() + 0.5) * 3 // h)), min(2, int((xs.mean() + 0.5) * 3 // w))
+            cell = POSITIONS[3 * r + c]
+        drawn[row["objects"][0]["position"]][cell] += 1
+    return drawn
 
 
 def cell_group(position: str) -> str:
@@ -219,6 +243,10 @@ def main() -> None:
             f"{s['centre']:.3f} | {s['edge']:.3f} | {s['corner']:.3f} | "
             f"{q['centre']:.3f} | {q['edge']:.3f} | {q['corner']:.3f} |"
         )
+    print(f"where {args.model} draws each cell's objects (the cell of their pixels' centroid):")
+    for cell, counts in drawn_cells(sets[str(args.model)][0], rows).items():
+        if counts:
+            print(f"  {cell}: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
 
 
 if __name__ == "__main__":

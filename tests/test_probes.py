@@ -668,3 +668,25 @@ def test_critic_preference_scores_real_images_above_their_moved_copies(
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit, match="^critic_preference: error: "):
         critic_preference.main()
+
+
+def test_object_placement_drawn_cells_follow_the_objects(tmp_path):
+    """``drawn_cells``: real single-object scenes are drawn in their own cells; moved a cell to
+    the right (rolled), in the next cell; blank images have no object ("none")."""
+    from damsm_attributes import load_views
+    from object_placement import drawn_cells, single_object_rows
+
+    from attngan.data.shapes import build_shapes
+
+    root = tmp_path / "shapes"
+    build_shapes(root, num_train=2, num_test=80, workers=1, progress=False)
+    rows = single_object_rows(root, 80)
+    images = load_views(root / "test", rows, 64)
+    drawn = drawn_cells(images, rows)
+    assert sum(sum(c.values()) for c in drawn.values()) == len(rows)
+    assert all(set(counts) <= {cell} for cell, counts in drawn.items())
+    moved = drawn_cells(images.roll(21, dims=3), rows)
+    assert set(moved["left"]) <= {"center"} and set(moved["top left"]) <= {"top"}
+    assert set(moved["center"]) <= {"right"}
+    blank = drawn_cells(torch.zeros_like(images), rows)
+    assert all(set(counts) <= {"none"} for counts in blank.values())
