@@ -7,6 +7,7 @@ conditioning noise sigma beside mu's spread (the issue's probe: chance is 1 / th
 values).
 
     python benchmarks/conditioning_probe.py MODEL [MODEL ...]    # GAN or DAMSM model folders
+    python benchmarks/conditioning_probe.py MODEL --near center  # which cells' captions it merges
 """
 
 from __future__ import annotations
@@ -92,10 +93,22 @@ def explained(x: torch.Tensor, labels: torch.Tensor) -> float:
     return (between / total).item()
 
 
+def centroid_cosines(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``[K, K]`` cosines between the K label groups' mean vectors of ``x`` (each dimension
+    standardised over all rows first): which groups a representation keeps close together."""
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    centroids = torch.stack([x[labels == k].mean(0) for k in range(int(labels.max()) + 1)])
+    unit = torch.nn.functional.normalize(centroids, dim=1)
+    return unit @ unit.t()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="GAN or DAMSM model folders (or checkpoints)")
     parser.add_argument("--data", default="data/shapes")
+    parser.add_argument("--near", metavar="POSITION",
+                        help="also print how close this position's captions sit to each other "
+                        "position's (centroid cosines), e.g. center")  # fmt: skip
     args = parser.parse_args()
     torch.manual_seed(0)
     try:
@@ -120,6 +133,14 @@ def main() -> None:
                     f"{k} {probe(feats[name], labels[k], train):.1%}" for k in ATTRIBUTES
                 )
                 print(f"{path}  {name:8}  read back: {read}")
+                if args.near:
+                    cells = sorted({row["objects"][0]["position"] for row in rows})
+                    if args.near not in cells:
+                        raise AttnGANError(f"--near {args.near!r}: one of {', '.join(cells)}")
+                    row = centroid_cosines(feats[name], labels["position"])[cells.index(args.near)]
+                    near = ", ".join(f"{c} {row[k]:+.2f}" for k, c in enumerate(cells)
+                                     if c != args.near)  # fmt: skip
+                    print(f"{path}  {name:8}  {args.near} captions' centroid, cosine to: {near}")
             if "mu" in feats:
                 mu = feats["mu"]
                 shares = ", ".join(f"{k} {explained(mu, labels[k]):.1%}" for k in ATTRIBUTES)

@@ -20,7 +20,7 @@ from attngan.errors import AttnGANError
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "attngan" / "assets" / "shapes-model"
 
-from conditioning_probe import explained, probe  # noqa: E402
+from conditioning_probe import centroid_cosines, explained, probe  # noqa: E402
 
 
 def test_blob_twin_keeps_the_scene_but_not_the_outline():
@@ -56,6 +56,18 @@ def test_explained_variance_share():
     assert abs(explained(means[labels], labels) - 1) < 1e-6  # the label is all there is
     torch.manual_seed(1)
     assert explained(torch.randn(4000, 16), torch.arange(4000) % 4) < 0.01
+
+
+def test_centroid_cosines_find_the_groups_a_representation_merges():
+    torch.manual_seed(0)
+    labels = torch.arange(300) % 3
+    means = torch.randn(3, 10)
+    means[1, 1:] = means[0, 1:]  # groups 0 and 1 differ in one dimension of ten
+    x = means[labels] + 0.1 * torch.randn(300, 10)
+    cos = centroid_cosines(x, labels)
+    assert cos.shape == (3, 3) and torch.allclose(cos.diagonal(), torch.ones(3))
+    assert cos[0, 1] > 0.5 > cos[0, 2]  # groups 0 and 1 nearly merged, 2 apart
+    assert torch.allclose(cos, cos.t())
 
 
 def test_d_capacity_trains_a_fresh_discriminator_on_blob_twins():
