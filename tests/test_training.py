@@ -831,6 +831,8 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
         tiny(shapes_root, "train.d_cutout=1.0")
     with pytest.raises(ConfigError, match="train.damsm_shift must be below half"):
         tiny(shapes_root, "train.damsm_shift=100")
+    with pytest.raises(ConfigError, match="damsm_shift and train.paired_features"):
+        tiny(shapes_root, "train.damsm_shift=2", "train.paired_features=1")
     for bad in (
         "train.d_noise=-0.1",
         "train.d_noise_until=-1",

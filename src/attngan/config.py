@@ -206,9 +206,10 @@ class TrainConfig:
     # k * E||(grad_image, grad_sentence) D_cond(real, own sentence)||^magp_power
     magp_weight: float = 0.0
     magp_power: float = 6.0
-    # the generator's DAMSM term reads its last-stage images moved by up to this many pixels
-    # along each axis (each image its own draw, the border reflected in; not in the release, 0:
-    # off), so the frozen encoders cannot be met by a pattern tied to exact pixel positions
+    # the generator's DAMSM term (and swap_weight's) reads its last-stage images moved by up to
+    # this many pixels along each axis (each image its own draw, the border reflected in; not in
+    # the release, 0: off), so the frozen encoders cannot be met by a pattern tied to exact pixel
+    # positions; not with paired_features, whose target is the unmoved real image
     damsm_shift: int = 0
     # DiffAugment cutout for the discriminators (not in the release, 0: off): every image they
     # see, real or fake, has a random square of this fraction of its side zeroed
@@ -278,6 +279,11 @@ class TrainConfig:
             _at_least(f"train.{key}", getattr(self, key), 0.0)
         _at_least("train.magp_power", self.magp_power, 1.0)
         _at_least("train.damsm_shift", self.damsm_shift, 0)
+        if self.damsm_shift and self.paired_features:
+            raise ConfigError(
+                "train.damsm_shift and train.paired_features cannot be used together: the "
+                "feature target is the real image unmoved"
+            )
         if not 0.0 <= self.d_cutout < 1.0:
             raise ConfigError(f"train.d_cutout must be in [0, 1) (got {self.d_cutout})")
         _at_least("train.log_every", self.log_every, 1)
