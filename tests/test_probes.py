@@ -702,3 +702,24 @@ def test_object_placement_drawn_cells_follow_the_objects(tmp_path):
     assert set(moved["center"]) <= {"right"}
     blank = drawn_cells(torch.zeros_like(images), rows)
     assert all(set(counts) <= {"none"} for counts in blank.values())
+
+
+def test_caption_rows_draws_one_row_per_model(tmp_path, monkeypatch):
+    """``caption_rows.py``: a row per model, a column per caption, each image enlarged; a model
+    that is not there is one error line."""
+    import caption_rows
+
+    images = caption_rows.caption_rows([str(BUNDLED)] * 2, ["a red circle", "a blue star"], 2)
+    assert images.shape == (4, 3, 128, 128) and images.min() >= 0 and images.max() <= 1
+    assert torch.equal(images[0], images[2])  # the same model, caption and seed
+    assert torch.equal(
+        images[:, :, ::2, ::2].repeat_interleave(2, 2).repeat_interleave(2, 3), images
+    )
+    out = tmp_path / "rows.png"
+    monkeypatch.setattr(sys, "argv", ["caption_rows.py", str(out), str(BUNDLED), "--scale", "1"])
+    caption_rows.main()
+    assert Image.open(out).size == (8 * 64 + 9 * 2, 64 + 2 * 2)  # 8 default captions, padding 2
+    assert len(caption_rows.default_captions("on the left")) == 8
+    monkeypatch.setattr(sys, "argv", ["caption_rows.py", str(out), str(tmp_path / "none")])
+    with pytest.raises(SystemExit, match="^caption_rows: error: "):
+        caption_rows.main()
