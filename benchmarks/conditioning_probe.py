@@ -114,12 +114,15 @@ def main() -> None:
     try:
         rows = single_object_rows(Path(args.data))
         per_row = len(rows[0]["text"])
-        labels = {}
+        labels, values = {}, {}
         for key in ATTRIBUTES:
-            values = sorted({row["objects"][0][key] for row in rows})
+            values[key] = sorted({row["objects"][0][key] for row in rows})
             labels[key] = torch.tensor(
-                [values.index(row["objects"][0][key]) for row in rows for _ in row["text"]]
+                [values[key].index(row["objects"][0][key]) for row in rows for _ in row["text"]]
             )
+        cells = values["position"]
+        if args.near and args.near not in cells:
+            raise AttnGANError(f"--near {args.near!r}: one of {', '.join(cells)}")
         # split by image, so that no image's captions are on both sides
         train = (torch.randperm(len(rows)) < len(rows) // 2).repeat_interleave(per_row)
         chance = ", ".join(f"{k} {1 / (int(v.max()) + 1):.1%}" for k, v in labels.items())
@@ -134,9 +137,6 @@ def main() -> None:
                 )
                 print(f"{path}  {name:8}  read back: {read}")
                 if args.near:
-                    cells = sorted({row["objects"][0]["position"] for row in rows})
-                    if args.near not in cells:
-                        raise AttnGANError(f"--near {args.near!r}: one of {', '.join(cells)}")
                     row = centroid_cosines(feats[name], labels["position"])[cells.index(args.near)]
                     near = ", ".join(f"{c} {row[k]:+.2f}" for k, c in enumerate(cells)
                                      if c != args.near)  # fmt: skip

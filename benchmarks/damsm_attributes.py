@@ -27,7 +27,7 @@ from PIL import Image
 from attngan.checkpoints import load_model
 from attngan.data.dataset import load_image
 from attngan.data.shapes import COLOURS, POSITIONS, SHAPES
-from attngan.data.transforms import to_unit_range
+from attngan.data.transforms import PyramidTransform, to_unit_range
 from attngan.errors import AttnGANError
 from attngan.losses import word_match
 
@@ -65,10 +65,8 @@ def position_choices(model, images: torch.Tensor, objects: list[dict]) -> dict[s
 def load_views(root: Path, rows: list[dict], size: int) -> torch.Tensor:
     """The test images of ``rows`` at ``size`` px, ``[N, 3, size, size]`` in [-1, 1]; a corrupt
     or missing image raises :class:`AttnGANError`."""
-    return torch.stack(
-        [to_unit_range(load_image(root / r["file_name"]).resize((size, size), Image.BILINEAR))
-         for r in rows]
-    )  # fmt: skip
+    view = PyramidTransform([size], train=False)  # the evaluation view
+    return torch.stack([view(load_image(root / r["file_name"]))[-1] for r in rows])
 
 
 LANDSCAPE_SHIFTS = tuple(range(-24, 25, 3))  # pixels at 64 px; a grid cell is 21 px
