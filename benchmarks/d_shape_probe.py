@@ -1,7 +1,8 @@
 """Do a GAN's discriminators ask for shapes? For real `shapes` test scenes and their blob twins
 (the same scene with every object a soft blob of its colour, place and size,
 `attngan.data.shapes.render_blob_twin`), each discriminator's unconditional and conditional
-logits (with the scene's own caption): how often the real shape scores above its blob. Near 50 %
+logits (with the scene's own caption; a checkpoint of a run with ``train.feature_critic`` adds
+its feature critic as ``F<size>``): how often the real shape scores above its blob. Near 50 %
 means the discriminator gives the generator no reason to draw shapes. And the conditional
 head's caption check: how often a real image scores higher with its own caption than with the
 caption's shape word swapped (`SHAPE_SWAP_WORDS`): 50 % means the head ignores the shape word.
@@ -15,16 +16,19 @@ from __future__ import annotations
 
 import argparse
 import random
+from pathlib import Path
 
 import torch
 
-from attngan.checkpoints import load_model
+from attngan.checkpoints import load_model, load_weights
 from attngan.data.shapes import SHAPE_SWAP_WORDS, render_blob_twin
 from attngan.data.transforms import PyramidTransform
 from attngan.errors import AttnGANError
 from attngan.evaluation.evaluate import shape_confidences
 from attngan.evaluation.shapes_classifier import load_shapes_classifier
+from attngan.models.discriminator import FeatureDiscriminator
 from attngan.text import WordSwapper
+from attngan.training.gan import CRITIC_FILE
 
 
 def scenes(count: int, sizes: list[int], seed: int, split: str = "test"):
@@ -43,12 +47,24 @@ def scenes(count: int, sizes: list[int], seed: int, split: str = "test"):
 
 @torch.no_grad()
 def probe(checkpoint: str, count: int, seed: int) -> list[str]:
-    model = load_model(checkpoint, components=("discriminators", "text_encoder"))
+    model = load_model(checkpoint, components=("discriminators", "text_encoder", "image_encoder"))
     # train mode, as in training: BatchNorm normalises the real batch and the blob batch each by
     # its own statistics (the running statistics mix reals and fakes); nothing is saved
-    discs, encoder = model["discriminators"].train(), model["text_encoder"].eval()
-    sizes = model.config.model.image_sizes
-    sharp, blob, records = scenes(count, sizes, seed)
+    discs, encoder = list(model["discriminators"].train()), model["text_encoder"].eval()
+    sizes = list(model.config.model.image_sizes)
+    names = [f"D{size}" for size in sizes]
+    critic_file = Path(checkpoint) / CRITIC_FILE
+    if critic_file.is_file():  # train.feature_critic's critic, on the last stage ("F<size>")
+        critic = FeatureDiscriminator(
+            model["image_encoder"].eval(), model.config.model.embedding_dim,
+            model.config.train.feature_critic_width,
+        )  # fmt: skip
+        discs.append(load_weights(critic, critic_file).train())
+        sizes.append(sizes[-1])
+        names.append(f"F{sizes[-1]}")
+    sharp, blob, records = scenes(count, sorted(set(sizes)), seed)
+    by_size = {size: k for k, size in enumerate(sorted(set(sizes)))}
+    sharp, blob = [sharp[by_size[s]] for s in sizes], [blob[by_size[s]] for s in sizes]
     captions = [record["text"][0] for record in records]
     swapper, rng = WordSwapper(SHAPE_SWAP_WORDS, model.vocab), random.Random(0)
     sentences, swapped, valid = [], [], []
@@ -60,17 +76,17 @@ def probe(checkpoint: str, count: int, seed: int) -> list[str]:
         valid.append(ok)
     sentence, wrong, valid = torch.stack(sentences), torch.stack(swapped), torch.tensor(valid)
     lines = []
-    for size, disc, s, b in zip(sizes, discs, sharp, blob, strict=True):
+    for name, disc, s, b in zip(names, discs, sharp, blob, strict=True):
         real, twin = disc(s, sentence), disc(b, sentence)
         for head in ("unconditional", "conditional"):
             x, y = getattr(real, head), getattr(twin, head)
             if x is None:
                 continue
             above = (x > y).float().mean()
-            lines.append(f"{checkpoint}  D{size} {head:<13} shape above blob {above:6.1%}  "
+            lines.append(f"{checkpoint}  {name} {head:<13} shape above blob {above:6.1%}  "
                          f"logit {x.mean():+.2f} vs {y.mean():+.2f}")  # fmt: skip
         own, other = real.conditional[valid], disc(s[valid], wrong[valid]).conditional
-        lines.append(f"{checkpoint}  D{size} conditional   own caption above shape-swapped "
+        lines.append(f"{checkpoint}  {name} conditional   own caption above shape-swapped "
                      f"{(own > other).float().mean():6.1%}  logit {own.mean():+.2f} vs "
                      f"{other.mean():+.2f}")  # fmt: skip
     return lines

@@ -394,7 +394,7 @@ class FeatureCritic(nn.Module):
     spectral norm on each. Its features already tell what the captions name (shape included,
     for a DAMSM that learnt it), like a Projected GAN's (Sauer et al. 2021) pretrained network."""
 
-    def __init__(self, damsm: str, width: int = 64) -> None:
+    def __init__(self, damsm: str, width: int = 64, scales: str = "last") -> None:
         super().__init__()
         from attngan.checkpoints import load_model
 
@@ -404,6 +404,21 @@ class FeatureCritic(nn.Module):
             raise AttnGANError(f"{damsm}: --d-features needs a DAMSM with the CNN image encoder")
         self.encoder.requires_grad_(False)
         channels = self.encoder.region_proj.in_channels
+        self.scales = scales
+        if scales == "all":
+            # Projected GAN's multi-scale reading: one small patch critic on each of the
+            # encoder's four maps (the stem's, then each down-step's), their logits averaged
+            # over patches and summed over scales; the fine maps keep the outline's pixels
+            widths = [self.encoder.stem.conv.out_channels]
+            widths += [block.conv.out_channels for block in self.encoder.down]
+            self.head = nn.ModuleList(
+                nn.Sequential(
+                    _sn(nn.Conv2d(w, width, 4, 2, 1), True), nn.LeakyReLU(0.2),
+                    _sn(nn.Conv2d(width, 1, 3, 1, 1), True),
+                )
+                for w in widths
+            )  # fmt: skip
+            return
         self.head = nn.Sequential(
             _sn(nn.Conv2d(channels, width, 3, 1, 1), True), nn.LeakyReLU(0.2),
             _sn(nn.Conv2d(width, width, 4, 2, 1), True), nn.LeakyReLU(0.2),
@@ -419,6 +434,9 @@ class FeatureCritic(nn.Module):
         enc = self.encoder
         if images.shape[-1] != enc.input_size:
             images = F.interpolate(images, size=enc.input_size, mode="bilinear")
+        if self.scales == "all":
+            maps = enc.feature_maps(images)
+            return sum(head(m).mean((1, 2, 3)) for head, m in zip(self.head, maps, strict=True))
         return self.head(enc.down(enc.stem(images))).flatten()
 
 
@@ -633,7 +651,9 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     else:
         d = UncondDiscriminator(args.df, args.d_head, args.d_norm, classes)
     selfsup = SelfSupervised(args.df) if args.d_recon > 0 else None
-    critic = FeatureCritic(args.d_features).train() if args.d_features else None
+    critic = None
+    if args.d_features:
+        critic = FeatureCritic(args.d_features, scales=args.d_features_scales).train()
     enc = Encoder(args.df) if args.recon > 0 else None
     g_params = list(g.parameters()) + (list(enc.parameters()) if enc else [])
     betas = (args.beta1, args.beta2)
@@ -975,6 +995,13 @@ def make_parser() -> argparse.ArgumentParser:
         help="with --ema: also score the average after measuring its BatchNorm statistics again "
         "over this many training-mode batches of fresh z (BigGAN's standing statistics; the "
         "average otherwise holds the live generator's), as emas_* columns (0: off)",
+    )
+    parser.add_argument(
+        "--d-features-scales",
+        choices=("last", "all"),
+        default="last",
+        help="which of --d-features' encoder maps its critic reads: the last (8x8) alone, or "
+        "all four (64 to 8 px) through one patch critic each, Projected GAN's multi-scale heads",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

@@ -690,3 +690,32 @@ def test_bilinear_up_block_upsamples_smoothly_in_every_mode():
                if isinstance(m, UpBlock))  # fmt: skip
     with pytest.raises(ConfigError, match="model.upsample"):
         load_config("shapes", ["model.upsample=bicubic"])
+
+
+def test_feature_discriminator_reads_the_frozen_encoder_without_owning_it():
+    from attngan.models.discriminator import FeatureDiscriminator
+
+    enc = CNNImageEncoder(D, input_size=32, channels=4).eval().requires_grad_(False)
+    maps = enc.feature_maps(torch.randn(2, 3, 64, 64))  # resized to 32 first
+    assert [tuple(m.shape[1:]) for m in maps] == [(4, 32, 32), (8, 16, 16), (16, 8, 8), (32, 4, 4)]
+    x = torch.randn(2, 3, 32, 32)  # the last map is what the encoder's regions are made of
+    torch.testing.assert_close(enc.region_proj(enc.feature_maps(x)[-1]), enc(x).regions)
+    torch.manual_seed(0)
+    critic = FeatureDiscriminator(enc, embedding_dim=6, width=5).train()
+    # the encoder is neither trained nor saved with the critic, and stays in eval mode
+    assert not any(k.startswith("_encoder") for k in critic.state_dict())
+    own = {id(p) for p in critic.parameters()}
+    assert not own & {id(p) for p in enc.parameters()}
+    assert not enc.training
+    images = torch.randn(3, 3, 32, 32, requires_grad=True)
+    sentence = torch.randn(3, 6)
+    out = critic(images, sentence)
+    assert out.unconditional.shape == (3,) and out.conditional.shape == (3,)
+    assert critic.features(images).shape == (3, 4 * 5, 4, 4)
+    (out.unconditional.sum() + out.conditional.sum()).backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0  # through the frozen encoder
+    assert all(p.grad is None for p in enc.parameters())
+    other = critic(images.detach(), torch.randn(3, 6)).conditional
+    assert not torch.allclose(other, out.conditional.detach())  # the sentence counts
+    with pytest.raises(ValueError, match="CNN image encoder"):
+        FeatureDiscriminator(torch.nn.Linear(2, 2), embedding_dim=6)

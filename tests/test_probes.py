@@ -157,6 +157,7 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
         ["--simple", "--zoom", "--labels", "--g-arch", "resnet", "--d-arch", "resnet"],
         ["--simple", "--labels", "--g-arch", "dcgan", "--d-arch", "dcgan", "--d-blur", "1"],
         ["--simple", "--d-features", str(BUNDLED), "--loss", "hinge"],
+        ["--simple", "--d-features", str(BUNDLED), "--d-features-scales", "all"],
         ["--simple", "--n-dis", "3", "--ema", "0.9", "--labels", "--ema-standing", "2"],
         ["--simple", "--labels", "--ac", "1", "--g-arch", "dcgan", "--d-arch", "dcgan"],
         ["--simple", "--labels", "--ms", "1", "--ac", "1", "--ac-pool", "mean"],

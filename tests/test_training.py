@@ -291,6 +291,23 @@ def test_spectral_discriminators_and_r1_resume_exactly(shapes_root, damsm_run, t
     assert all(math.isfinite(r["d"]) for r in full.losses.values())
 
 
+def test_feature_critic_resumes_exactly_and_refuses_a_run_saved_without_it(
+    shapes_root, damsm_run, tmp_path
+):
+    more = ("train.feature_critic=1",)
+    full = Recorder()
+    _gan(shapes_root, damsm_run, tmp_path / "full", full, *more, "train.max_steps=3")
+    part = _gan(shapes_root, damsm_run, tmp_path, Recorder(), *more, "train.max_steps=1")
+    assert (list_checkpoints(part.run_dir)[-1] / "feature_critic.safetensors").is_file()
+    rest = Recorder()
+    _gan(shapes_root, damsm_run, tmp_path, rest, "train.max_steps=3", resume=part.run_dir)
+    assert rest.losses == {k: full.losses[k] for k in (2, 3)}  # the critic and its Adam state
+    plain = _gan(shapes_root, damsm_run, tmp_path / "plain", Recorder(), "train.max_steps=1")
+    with pytest.raises(TrainingError, match="saved without train.feature_critic"):
+        _gan(shapes_root, damsm_run, tmp_path, Recorder(), "train.max_steps=2",
+             "train.feature_critic=1", resume=plain.run_dir)  # fmt: skip
+
+
 def test_resumed_damsm_run_repeats_the_uninterrupted_losses(shapes_root, tmp_path):
     config = tiny(shapes_root, "damsm.checkpoint_every=1")
     full, part, rest = Recorder(), Recorder(), Recorder()
@@ -787,6 +804,7 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
         "d_swap": ["train.d_swap_weight=2", "damsm.swap_words=circle square triangle star"],
         "blur": ["train.d_blur_negatives=1"],
         "damsm_shift": ["train.damsm_shift=3"],
+        "critic": ["train.feature_critic=2"],
     }.items():
         recorder = Recorder()
         train_gan(tiny(shapes_root, *base, *extra), damsm=damsm_run, runs=tmp_path / name,
@@ -824,6 +842,11 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
     assert moved["d"] == pytest.approx(runs["plain"]["d"], rel=1e-6)
     assert moved["g_adv"] == pytest.approx(runs["plain"]["g_adv"], rel=1e-6)
     assert runs["d_swap"]["g_adv"] != pytest.approx(runs["plain"]["g_adv"], rel=1e-6)
+    critic = runs["critic"]  # its own D loss; the generator's loss gains 2x its verdict
+    assert critic["d_critic"] > 0 and critic["g_critic"] > 0 and "d_critic" not in runs["plain"]
+    plain_g = critic["g_adv"] + 5.0 * critic["damsm"] + critic["kl"]
+    assert critic["g"] == pytest.approx(plain_g + 2 * critic["g_critic"], rel=1e-4)
+    assert critic["d"] == pytest.approx(runs["plain"]["d"], rel=1e-6)  # the others' unchanged
     with pytest.raises(TrainingError, match="train.d_swap_weight needs the words"):
         train_gan(tiny(shapes_root, "train.d_swap_weight=1"), damsm=damsm_run, runs=tmp_path,
                   device="cpu", progress=False)  # fmt: skip
@@ -839,6 +862,8 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
         "train.paired_l1=-1",
         "train.paired_features=-1",
         "train.g_adversarial=-1",
+        "train.feature_critic=-1",
+        "train.feature_critic_width=0",
     ):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             tiny(shapes_root, bad)

@@ -236,6 +236,12 @@ class TrainConfig:
     # own real image, averaged over the regions; the encoder, trained to match words to regions,
     # weighs what captions name (objects) above what they leave open (a background's texture)
     paired_features: float = 0.0
+    # a discriminator on the frozen DAMSM image encoder's features (Projected GANs' idea, not in
+    # the release, 0: off): the generator's weight on its verdict on the last stage; the critic
+    # (a small head per encoder map, unconditional and sentence-conditional logits) trains beside
+    # the per-stage discriminators with the same loss. Needs the CNN image encoder
+    feature_critic: float = 0.0
+    feature_critic_width: int = 32  # its heads' channels per encoder map
     # weight of the generator's adversarial terms (the release: 1; 0 is a diagnosis, not a recipe:
     # the generator then learns from DAMSM and the paired terms alone; the discriminators still
     # train, unheard)
@@ -274,10 +280,11 @@ class TrainConfig:
         _at_least("train.d_noise_until", self.d_noise_until, 0)
         weights = ("swap_weight", "r1_gamma", "d_swap_weight", "d_blur_negatives", "magp_weight",
                    "mode_seeking", "stage_consistency", "paired_l1", "d_negatives",
-                   "d_noise", "g_adversarial", "paired_features")  # fmt: skip
+                   "d_noise", "g_adversarial", "paired_features", "feature_critic")  # fmt: skip
         for key in weights:  # loss weights: 0 turns a term off, a negative one is a mistake
             _at_least(f"train.{key}", getattr(self, key), 0.0)
         _at_least("train.magp_power", self.magp_power, 1.0)
+        _at_least("train.feature_critic_width", self.feature_critic_width, 1)
         _at_least("train.damsm_shift", self.damsm_shift, 0)
         if self.damsm_shift and self.paired_features:
             raise ConfigError(

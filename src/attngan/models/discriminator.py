@@ -99,3 +99,68 @@ class Discriminator(nn.Module):
         h = self.features(images)
         uncond = self.unconditional(h) if self.uncond_logits is not None else None
         return DiscriminatorOutput(uncond, self.conditional(h, sentence))
+
+
+class FeatureDiscriminator(nn.Module):
+    """A discriminator that sees images through a frozen, trained DAMSM CNN image encoder
+    (not in the release; ``train.feature_critic``), after Projected GANs (Sauer et al., 2021),
+    whose critics read a pretrained network's features at several scales.
+
+    Each of the encoder's four trunk maps (:meth:`CNNImageEncoder.feature_maps`: side s to s/8,
+    s its input size) goes through its own small head of spectral-norm 4x4 stride-2 convs
+    (a 3x3 one for the last map) down to ``width`` channels at s/8; the four are concatenated
+    (``features``, ``[B, 4 width, s/8, s/8]``). The unconditional head is a 1x1 conv, the
+    conditional one a 1x1 conv over the features and the tiled sentence, LeakyReLU, a 1x1 conv;
+    each logit is its patch logits' mean. The encoder is held outside the module: it is never
+    trained, saved or moved with it, and it stays in eval mode (BatchNorm on its running
+    statistics); gradients pass through it to the images.
+
+    Its interface is :class:`Discriminator`'s, so the same losses apply.
+    """
+
+    def __init__(self, encoder: nn.Module, embedding_dim: int, width: int = 32) -> None:
+        super().__init__()
+        if not hasattr(encoder, "feature_maps"):
+            raise ValueError(
+                "a feature discriminator needs the CNN image encoder (model.image_encoder=cnn)"
+            )
+        self._encoder = (encoder,)  # a tuple: not a registered submodule
+        widths = [encoder.stem.conv.out_channels] + [b.conv.out_channels for b in encoder.down]
+        heads = []
+        for i, cin in enumerate(widths):  # map i has side s / 2**i; bring each to s/8
+            layers: list[nn.Module] = []
+            for _ in range(3 - i):
+                layers += [spectral_norm(nn.Conv2d(cin, width, 4, 2, 1)), nn.LeakyReLU(0.2)]
+                cin = width
+            if i == 3:
+                layers += [spectral_norm(nn.Conv2d(cin, width, 3, 1, 1)), nn.LeakyReLU(0.2)]
+            heads.append(nn.Sequential(*layers))
+        self.heads = nn.ModuleList(heads)
+        features = 4 * width
+        self.features_dim, self.embedding_dim = features, embedding_dim
+        self.image_size = encoder.input_size
+        self.uncond_logits = spectral_norm(nn.Conv2d(features, 1, 1))
+        self.cond_joint = spectral_norm(nn.Conv2d(features + embedding_dim, features, 1))
+        self.cond_logits = spectral_norm(nn.Conv2d(features, 1, 1))
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self._encoder[0]
+
+    def features(self, images: Tensor) -> Tensor:
+        check_shape("images", images, None, 3, None, None)
+        maps = self.encoder.feature_maps(images)
+        return torch.cat([head(m) for head, m in zip(self.heads, maps, strict=True)], dim=1)
+
+    def unconditional(self, features: Tensor) -> Tensor:
+        return self.uncond_logits(features).mean((1, 2, 3))
+
+    def conditional(self, features: Tensor, sentence: Tensor) -> Tensor:
+        check_shape("sentence", sentence, features.size(0), self.embedding_dim)
+        tiled = sentence[:, :, None, None].expand(-1, -1, *features.shape[-2:])
+        joint = nn.functional.leaky_relu(self.cond_joint(torch.cat([features, tiled], 1)), 0.2)
+        return self.cond_logits(joint).mean((1, 2, 3))
+
+    def forward(self, images: Tensor, sentence: Tensor) -> DiscriminatorOutput:
+        h = self.features(images)
+        return DiscriminatorOutput(self.unconditional(h), self.conditional(h, sentence))

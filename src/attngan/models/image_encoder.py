@@ -129,15 +129,27 @@ class CNNImageEncoder(nn.Module):
         # the whole s/16 x s/16 head map, not a spatial average
         self.global_proj = nn.Linear(8 * c * (input_size // 16) ** 2, embedding_dim)
 
-    def forward(self, images: Tensor) -> ImageFeatures:
+    def resize(self, images: Tensor) -> Tensor:
+        """``images`` at ``input_size`` (averaged down by an integer factor, else bilinear)."""
         check_shape("images", images, None, 3, None, None)
         side = images.shape[-1]
         if images.shape[-2] == side and side > self.input_size and side % self.input_size == 0:
-            images = F.avg_pool2d(images, side // self.input_size)  # = bilinear at 2x, no aliasing
-        elif images.shape[-2:] != (self.input_size, self.input_size):
+            return F.avg_pool2d(images, side // self.input_size)  # = bilinear at 2x, no aliasing
+        if images.shape[-2:] != (self.input_size, self.input_size):
             size = (self.input_size, self.input_size)
-            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-        x = self.down(self.stem(images))  # [B, 8c, s/8, s/8]
+            return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        return images
+
+    def feature_maps(self, images: Tensor) -> list[Tensor]:
+        """The trunk's four maps: the stem's ``[B, c, s, s]``, then each down-step's
+        ``[B, 2c, s/2, s/2]``, ``[B, 4c, s/4, s/4]``, ``[B, 8c, s/8, s/8]`` (s = input_size)."""
+        maps = [self.stem(self.resize(images))]
+        for block in self.down:
+            maps.append(block(maps[-1]))
+        return maps
+
+    def forward(self, images: Tensor) -> ImageFeatures:
+        x = self.down(self.stem(self.resize(images)))  # [B, 8c, s/8, s/8]
         regions = self.region_proj(x)  # [B, D, s/8, s/8]
         head = self.head(x).flatten(1)  # [B, 8c * (s/16)^2]
         return ImageFeatures(regions, self.global_proj(head))

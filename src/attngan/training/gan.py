@@ -47,6 +47,7 @@ from attngan.losses import (
     word_loss,
 )
 from attngan.models import sample_noise
+from attngan.models.discriminator import FeatureDiscriminator
 from attngan.models.layers import fold_batchnorm, use_fast_layers
 from attngan.text import WordSwapper
 from attngan.training import distributed
@@ -55,6 +56,7 @@ from attngan.training.loop import Loop, RunResult, list_checkpoints, resolve_dev
 log = logging.getLogger(__name__)
 
 LIVE_GENERATOR = "generator_live.safetensors"
+CRITIC_FILE = "feature_critic.safetensors"  # train.feature_critic's heads, in checkpoints
 ENCODER_KEYS = ("word_dim", "embedding_dim", "image_encoder", "cnn_channels",
                 "inception_align_corners")  # fmt: skip
 
@@ -226,6 +228,22 @@ class GANTrainer(Loop):
             )
             for d in self.discriminators
         ]
+        # train.feature_critic: a critic reading the frozen image encoder's maps (last stage)
+        self.critic, self.critic_step, self.opt_critic = None, None, None
+        if t.feature_critic > 0:
+            if config.model.image_encoder != "cnn":
+                raise TrainingError(
+                    "train.feature_critic reads the CNN image encoder's maps: it needs a DAMSM "
+                    f"with model.image_encoder=cnn (this one: {config.model.image_encoder})"
+                )
+            self.critic = FeatureDiscriminator(
+                self.image_encoder, config.model.embedding_dim, t.feature_critic_width
+            ).to(self.device)
+            self.opt_critic = torch.optim.Adam(self.critic.parameters(), lr=t.lr_d, **adam)
+            self.critic_step = distributed.wrap(
+                DiscriminatorStep(self.critic, t.r1_gamma, config.model.conditional),
+                self.device,
+            )
         self.damsm_loss = damsm_loss
         if t.compile:
             self.g_step = torch.compile(self.g_step, mode=t.compile_mode)
@@ -335,6 +353,16 @@ class GANTrainer(Loop):
             opt.zero_grad(set_to_none=True)  # freed now: not held through the generator's step
             d_total += loss.item()
             disc.requires_grad_(False)  # no D gradients from the generator's loss
+        if self.critic is not None:  # the feature critic on the last stage
+            self.critic.requires_grad_(True)
+            with amp:
+                loss = self.critic_step(augment(real[-1]), augment(out.images[-1]),
+                                        text.sentence, mismatched, hard)  # fmt: skip
+            loss.backward()
+            self.opt_critic.step()
+            self.opt_critic.zero_grad(set_to_none=True)
+            losses["d_critic"] = loss.item()
+            self.critic.requires_grad_(False)
         losses["d"] = d_total
         # generator: adversarial at every scale + λ·DAMSM of the last stage + KL
         with amp:
@@ -343,6 +371,9 @@ class GANTrainer(Loop):
                 for disc, fake in zip(self.discriminators, out.images, strict=True)
             )
             last = out.images[-1]
+            critic_term = None
+            if self.critic is not None:
+                critic_term = generator_scale_loss(self.critic, augment(last), text.sentence)
             if t.damsm_shift > 0:
                 last = random_shift(last, t.damsm_shift, self._step_generator(3))
             features = self.loss_encoder(last)
@@ -385,6 +416,9 @@ class GANTrainer(Loop):
             paired_term = paired_feature_loss(regions, target)
             g_loss = g_loss + t.paired_features * paired_term
             losses["paired_features"] = paired_term.item()
+        if critic_term is not None:
+            g_loss = g_loss + t.feature_critic * critic_term.float()
+            losses["g_critic"] = critic_term.item()
         if t.mode_seeking > 0:
             g_loss = g_loss + t.mode_seeking * seeking
             losses["mode_seeking"] = seeking.item()
@@ -496,10 +530,13 @@ class GANTrainer(Loop):
     # --- checkpoints
 
     def state(self) -> dict[str, Any]:
-        return {
+        state = {
             "optimizer_g": self.opt_g.state_dict(),
             "optimizer_d": [o.state_dict() for o in self.opt_d],
         }
+        if self.opt_critic is not None:
+            state["optimizer_critic"] = self.opt_critic.state_dict()
+        return state
 
     def load_state(self, state: dict[str, Any], folder: Path) -> None:
         load_weights(self.generator, folder / LIVE_GENERATOR)
@@ -508,6 +545,14 @@ class GANTrainer(Loop):
         self.opt_g.load_state_dict(state["optimizer_g"])
         for opt, s in zip(self.opt_d, state["optimizer_d"], strict=True):
             opt.load_state_dict(s)
+        if self.critic is not None:
+            if "optimizer_critic" not in state:
+                raise TrainingError(
+                    f"{folder} was saved without train.feature_critic: resume it with "
+                    "--set train.feature_critic=0, or start a new run"
+                )
+            load_weights(self.critic, folder / CRITIC_FILE)
+            self.opt_critic.load_state_dict(state["optimizer_critic"])
 
     def write_model(self, folder: Path, final: bool) -> None:
         modules = {"generator": self.ema, "text_encoder": self.text_encoder,
@@ -515,6 +560,8 @@ class GANTrainer(Loop):
         if not final:
             modules["discriminators"] = self.discriminators
             save_weights(self.generator, folder / LIVE_GENERATOR, "generator")
+            if self.critic is not None:
+                save_weights(self.critic, folder / CRITIC_FILE, "feature_critic")
         info = {"step": self.step, "trained_by": "attngan train",
                 "damsm_model": self.config.train.damsm_model}  # fmt: skip
         save_model(folder, "attngan", self.config, self.vocab, modules, info)
