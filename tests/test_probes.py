@@ -724,3 +724,32 @@ def test_caption_rows_draws_one_row_per_model(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["caption_rows.py", str(out), str(tmp_path / "none")])
     with pytest.raises(SystemExit, match="^caption_rows: error: "):
         caption_rows.main()
+
+
+def test_d_shape_probe_reads_a_runs_feature_critic_beside_its_discriminators(tmp_path):
+    from d_shape_probe import probe as shape_probe
+
+    from attngan.config import load_config
+    from attngan.data.shapes import build_shapes
+    from attngan.training import train_damsm, train_gan
+
+    root = tmp_path / "shapes"
+    build_shapes(root, num_train=8, num_test=4, image_size=32, workers=1, progress=False)
+    tiny = [
+        "model.base_size=16", "model.gf=4", "model.df=4", "model.embedding_dim=16",
+        "model.word_dim=8", "model.cnn_channels=4", "model.z_dim=8", "model.condition_dim=8",
+        "damsm.batch_size=4", "train.batch_size=4", "data.workers=0", "damsm.max_steps=1",
+        "train.max_steps=1", "train.checkpoint_every=1", f"data.root={root}",
+    ]  # fmt: skip
+    damsm = train_damsm(load_config("shapes", tiny), runs=tmp_path / "d", device="cpu",
+                        progress=False)  # fmt: skip
+    lines = {}
+    for name, more in (("plain", []), ("critic", ["train.feature_critic=1"])):
+        run = train_gan(load_config("shapes", [*tiny, *more]), damsm=damsm.run_dir,
+                        runs=tmp_path / name, device="cpu", progress=False)  # fmt: skip
+        checkpoint = run.run_dir / "checkpoints" / "step-00000001"
+        lines[name] = shape_probe(str(checkpoint), count=6, seed=0)
+    heads = lambda rows: {row.split()[1] for row in rows}  # noqa: E731
+    assert heads(lines["plain"]) == {"D16", "D32"}
+    assert heads(lines["critic"]) == {"D16", "D32", "F32"}
+    assert len(lines["critic"]) == len(lines["plain"]) + 3  # its two heads and its caption check
