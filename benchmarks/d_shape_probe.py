@@ -62,9 +62,7 @@ def probe(checkpoint: str, count: int, seed: int) -> list[str]:
         discs.append(load_weights(critic, critic_file).train())
         sizes.append(sizes[-1])
         names.append(f"F{sizes[-1]}")
-    sharp, blob, records = scenes(count, sorted(set(sizes)), seed)
-    by_size = {size: k for k, size in enumerate(sorted(set(sizes)))}
-    sharp, blob = [sharp[by_size[s]] for s in sizes], [blob[by_size[s]] for s in sizes]
+    sharp, blob, records = scenes(count, sizes, seed)  # the critic's size repeats the last
     captions = [record["text"][0] for record in records]
     swapper, rng = WordSwapper(SHAPE_SWAP_WORDS, model.vocab), random.Random(0)
     sentences, swapped, valid = [], [], []
