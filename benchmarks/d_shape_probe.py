@@ -6,6 +6,10 @@ its feature critic as ``F<size>``): how often the real shape scores above its bl
 means the discriminator gives the generator no reason to draw shapes. And the conditional
 head's caption check: how often a real image scores higher with its own caption than with the
 caption's shape word swapped (`SHAPE_SWAP_WORDS`): 50 % means the head ignores the shape word.
+A run with ``train.d_contrastive`` adds its discriminators' contrastive heads: how often each
+real image picks its own caption among the 24 of its block (the training batch's size), how
+often its own caption is nearer than the shape-swapped one, and how often the real shape is
+nearer its caption than its blob twin.
 Also prints the shapes classifier's top-shape confidence on both images (the scale of
 `attngan evaluate`'s shape realism).
 
@@ -87,7 +91,33 @@ def probe(checkpoint: str, count: int, seed: int) -> list[str]:
         lines.append(f"{checkpoint}  {name} conditional   own caption above shape-swapped "
                      f"{(own > other).float().mean():6.1%}  logit {own.mean():+.2f} vs "
                      f"{other.mean():+.2f}")  # fmt: skip
+        if getattr(disc, "contrast", None) is not None:
+            lines.append(f"{checkpoint}  {name} contrastive   " +
+                         contrastive_reading(disc, s, b, sentence, wrong, valid))  # fmt: skip
     return lines
+
+
+@torch.no_grad()
+def contrastive_reading(disc, sharp, blob, sentence, wrong, valid, block: int = 24) -> str:
+    """``train.d_contrastive``'s head on real images: own caption picked among each block of
+    ``block`` captions; own caption nearer than the shape-swapped one; the real shape nearer its
+    caption than its blob twin (cosines)."""
+    unit = torch.nn.functional.normalize
+    image, twin = (
+        unit(disc.embed(disc.features(sharp)), dim=1),
+        unit(disc.embed(disc.features(blob)), dim=1),
+    )
+    own, swapped = unit(sentence, dim=1), unit(wrong, dim=1)
+    picked = []
+    for i in range(0, len(image), block):
+        cos = image[i : i + block] @ own[i : i + block].t()
+        picked.append(cos.argmax(1) == torch.arange(len(cos)))
+    picked = torch.cat(picked).float().mean()
+    near, far = (image * own).sum(1), (image * swapped).sum(1)
+    swap = (near[valid] > far[valid]).float().mean()
+    outline = (near > (twin * own).sum(1)).float().mean()
+    return (f"own caption picked of {block} {picked:6.1%}, own above shape-swapped {swap:6.1%}, "
+            f"shape above blob {outline:6.1%}")  # fmt: skip
 
 
 def main() -> None:

@@ -20,6 +20,11 @@ shape classifier in the discriminator, weight W; ``--ac-g`` the generator's own 
 the real images' shapes), ``--ms W`` (MSGAN's mode-seeking term).
 ``--g-norm pixel`` (the generator's BatchNorm replaced by ProGAN's pixelwise normalisation),
 ``--g-coord`` (CoordConv in the generator).
+``--imle W`` adds conditional IMLE's term (Li & Malik 2018; Li, Zhang & Malik 2019): for each real
+image the nearest (mean squared difference) of ``--imle-pool`` fresh samples is pulled to it by
+L1, weight W (with ``--labels`` the samples are drawn with the image's label; ``--imle-loss lap``
+matches and pulls by the Laplacian pyramid's L1 instead); ``--gan 0`` takes the game away (no
+discriminator at all).
 ``--simple`` keeps the images with one object on a plain background. A run is deterministic for
 its arguments; ``--every`` is one of them (scoring draws the generator's conditioning noise from
 torch's global generator, which training draws from too).
@@ -200,11 +205,11 @@ class UncondGenerator(nn.Module):
     ``classes`` the sentence is instead a learnt embedding of the label ``y``, taken at the
     conditioning's mean (no CA noise)."""
 
-    def __init__(self, gf: int, classes: int = 0) -> None:
+    def __init__(self, gf: int, classes: int = 0, ca_sample: bool = True) -> None:
         super().__init__()
         self.net = Generator(stages=1, base_size=SIZE, gf=gf, residual_blocks=1,
                              embedding_dim=TEXT_DIM, conditional=classes > 0,
-                             ca_sample=classes == 0)  # fmt: skip
+                             ca_sample=ca_sample and classes == 0)  # fmt: skip
         self.embed = nn.Embedding(classes, TEXT_DIM) if classes else None
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
@@ -546,6 +551,54 @@ def crispness(
     return row
 
 
+def laplacian_l1(a: Tensor, b: Tensor, levels: int = 4) -> Tensor:
+    """Per image, the L1 distance of two images' Laplacian pyramids (GLO's Lap1, Bojanowski et
+    al. 2018): at each of ``levels`` band-pass levels and the last low-pass one, the mean absolute
+    difference, summed over the levels, so fine detail (outlines) weighs as much as the coarse
+    picture (the background's tone), which dominates a plain L1. (Fewer levels for images too
+    small for ``levels``.)"""
+    total = a.new_zeros(a.size(0))
+    for _ in range(min(levels, int(math.log2(min(a.shape[-2:]))))):  # down to 1 px at most
+        low_a, low_b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+        band_a = a - F.interpolate(low_a, scale_factor=2, mode="nearest")
+        band_b = b - F.interpolate(low_b, scale_factor=2, mode="nearest")
+        total = total + (band_a - band_b).abs().flatten(1).mean(1)
+        a, b = low_a, low_b
+    return total + (a - b).abs().flatten(1).mean(1)
+
+
+def image_distance(a: Tensor, b: Tensor, kind: str) -> Tensor:
+    """Per image: mean squared difference (``l2``), mean absolute (``l1``) or ``laplacian_l1``."""
+    if kind == "lap":
+        return laplacian_l1(a, b)
+    diff = (a - b).flatten(1)
+    return diff.pow(2).mean(1) if kind == "l2" else diff.abs().mean(1)
+
+
+@torch.no_grad()
+def imle_pick(
+    g: nn.Module,
+    real: Tensor,
+    y: Tensor | None,
+    pool: int,
+    gen: torch.Generator,
+    kind: str = "l2",
+) -> Tensor:
+    """Conditional IMLE's matching: for each real image, of ``pool`` fresh z (each drawn in a
+    batch of one z per real image, so BatchNorm sees batches like the training step's), the one
+    whose sample (with the image's label ``y``) is nearest to it by ``image_distance``."""
+    b = real.size(0)
+    zs = torch.randn(pool, b, Z_DIM, generator=gen).to(real.device)
+    best = torch.full((b,), float("inf"), device=real.device)
+    pick = zs[0].clone()
+    for z in zs:
+        dist = image_distance(g(z, y), real, kind)
+        nearer = dist < best
+        best = torch.where(nearer, dist, best)
+        pick[nearer] = z[nearer]
+    return pick
+
+
 def to_uint8(images: Tensor) -> Tensor:
     """Images in [-1, 1] -> the uint8 tensor that the classifier reads as pixels."""
     return inception.to_uint8(images).to(torch.uint8)
@@ -641,7 +694,20 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     # (with --ac alone) only the auxiliary classifier's, the game itself unconditional
     labels = shape_labels(Path(args.data)) if classes or args.ac else None
     generators = {"attngan": UncondGenerator, "resnet": ResNetGenerator, "dcgan": DCGANGenerator}
-    g = replace_batchnorm(generators[args.g_arch](args.gf, classes), args.g_norm)
+    if args.imle < 0 or args.imle_pool < 1 or args.gan < 0:
+        raise AttnGANError("--imle and --gan must be >= 0 and --imle-pool at least 1")
+    if args.gan == 0 and (args.imle == 0 or args.d_features or args.ac or args.d_recon
+                          or args.n_dis > 1):  # fmt: skip
+        raise AttnGANError(
+            "--gan 0 takes the discriminators away: it needs --imle and no discriminator switches"
+        )
+    if args.imle and args.recon:
+        raise AttnGANError("--imle and --recon are two reconstruction terms: pick one")
+    if args.g_arch == "attngan":  # with IMLE its sample must be a function of z alone
+        g = UncondGenerator(args.gf, classes, ca_sample=not args.imle)
+    else:
+        g = generators[args.g_arch](args.gf, classes)
+    g = replace_batchnorm(g, args.g_norm)
     if args.g_coord:
         add_coords(g)
     if args.d_arch == "resnet":
@@ -751,18 +817,27 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
             )
             fake = both[: args.batch]
             seeking = mode_seeking_loss(both[:k], both[args.batch :], z[:k], z2)
-        else:
-            fake = g(z, y_fake)
-        real, fake_seen = seen(real, fake)
-        d_loss = d_update(real, fake_seen, y_real, y_fake)
-        d.requires_grad_(False)  # the generator's step leaves the discriminator's gradients out
-        if args.d_batch == "joint":
-            fake_logits = d(torch.cat([real.detach(), fake_seen]))[len(real) :]
-        elif ac_g:  # and the generator is rewarded for the shape it was asked for
-            fake_logits, fake_h8 = d(fake_seen, y_fake, map8=True)
-        else:
-            fake_logits = d(fake_seen, y_fake)
-        g_loss = generator_loss(fake_logits, hinge)
+        else:  # (no game: no sample of a random z is needed)
+            fake = g(z, y_fake) if args.gan > 0 else None
+        target = real.detach()  # IMLE's target: the real image as it is (``seen`` may blur it)
+        if args.gan > 0:
+            real, fake_seen = seen(real, fake)
+            d_loss = d_update(real, fake_seen, y_real, y_fake)
+            d.requires_grad_(False)  # the generator's step leaves the discriminator's gradients out
+            if args.d_batch == "joint":
+                fake_logits = d(torch.cat([real.detach(), fake_seen]))[len(real) :]
+            elif ac_g:  # and the generator is rewarded for the shape it was asked for
+                fake_logits, fake_h8 = d(fake_seen, y_fake, map8=True)
+            else:
+                fake_logits = d(fake_seen, y_fake)
+            g_loss = args.gan * generator_loss(fake_logits, hinge)
+        else:  # no game: the generator learns from IMLE's term alone
+            d_loss = g_loss = torch.zeros((), device=dev)
+        if args.imle > 0:  # each real image pulls the nearest of its pool's samples to itself
+            match, pull = ("lap", "lap") if args.imle_loss == "lap" else ("l2", "l1")
+            z_near = imle_pick(g, target, y_real if classes else None, args.imle_pool, gen, match)
+            near = g(z_near, y_real if classes else None)
+            g_loss = g_loss + args.imle * image_distance(near, target, pull).mean()
         if args.ms > 0:
             g_loss = g_loss + args.ms * seeking
         if ac_g:
@@ -1002,6 +1077,29 @@ def make_parser() -> argparse.ArgumentParser:
         default="last",
         help="which of --d-features' encoder maps its critic reads: the last (8x8) alone, or "
         "all four (64 to 8 px) through one patch critic each, Projected GAN's multi-scale heads",
+    )
+    parser.add_argument(
+        "--imle",
+        type=float,
+        default=0.0,
+        help="weight of conditional IMLE's term (0: off): each real image's nearest of "
+        "--imle-pool samples is pulled to it by L1 (the generator's CA noise is then off, so a "
+        "sample is a function of z)",
+    )
+    parser.add_argument("--imle-pool", type=int, default=8, help="--imle's samples per real image")
+    parser.add_argument(
+        "--imle-loss",
+        choices=("pixel", "lap"),
+        default="pixel",
+        help="--imle's distances: pixel (matched by mean squared difference, pulled by L1) or "
+        "lap (both by the Laplacian pyramid's L1, GLO's Lap1: outlines weigh as much as tones)",
+    )
+    parser.add_argument(
+        "--gan",
+        type=float,
+        default=1.0,
+        help="weight of the generator's adversarial loss; 0 plays no game at all (no "
+        "discriminator steps; needs --imle)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

@@ -489,3 +489,55 @@ def test_noise_level_falls_linearly_to_zero():
     assert losses.noise_level(0.2, 1000, 0) == 0.2
     assert losses.noise_level(0.2, 1000, 250) == pytest.approx(0.15)
     assert losses.noise_level(0.2, 1000, 1000) == 0.0 == losses.noise_level(0.2, 1000, 5000)
+
+
+def test_contrastive_loss_picks_each_image_s_own_sentence():
+    torch.manual_seed(0)
+    sentence = torch.randn(6, 8)
+    aligned = losses.contrastive_loss(sentence * 3.0, sentence, temperature=0.05)  # cosine 1
+    shuffled = losses.contrastive_loss(sentence.roll(1, 0), sentence, temperature=0.05)
+    assert aligned < 0.05 < 5.0 < shuffled
+    # by hand: cross-entropy of cosine / temperature, image to sentence
+    image = torch.randn(6, 8)
+    cos = F.normalize(image, dim=1) @ F.normalize(sentence, dim=1).t()
+    torch.testing.assert_close(losses.contrastive_loss(image, sentence, 0.2),
+                               F.cross_entropy(cos / 0.2, torch.arange(6)))  # fmt: skip
+    # a repeated caption is left out of the other row's choices, not counted wrong
+    repeated = sentence.clone()
+    repeated[3] = repeated[1]
+    cos = F.normalize(image, dim=1) @ F.normalize(repeated, dim=1).t()
+    cos[1, 3] = cos[3, 1] = float("-inf")
+    torch.testing.assert_close(losses.contrastive_loss(image, repeated, 0.2),
+                               F.cross_entropy(cos / 0.2, torch.arange(6)))  # fmt: skip
+    assert losses.contrastive_loss(image[:1], sentence[:1]).item() == 0.0
+    # the sentence is a fixed target: no gradient reaches it
+    sentence.requires_grad_(True)
+    image.requires_grad_(True)
+    losses.contrastive_loss(image, sentence).backward()
+    assert sentence.grad is None and image.grad.abs().sum() > 0
+
+
+def test_discriminator_contrastive_head_adds_the_real_images_term():
+    torch.manual_seed(0)
+    disc = Discriminator(16, df=4, embedding_dim=8, contrastive=True).eval()
+    real, fake, sentence = torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16), torch.randn(4, 8)
+    plain = losses.discriminator_scale_loss(disc, real, fake, sentence)
+    with_term = losses.discriminator_scale_loss(disc, real, fake, sentence, contrastive=2.0,
+                                                temperature=0.5)  # fmt: skip
+    embedded = disc.embed(disc.features(real))
+    assert embedded.shape == (4, 8)
+    expected = plain + 2.0 * losses.contrastive_loss(embedded, sentence, 0.5)
+    torch.testing.assert_close(with_term, expected)
+    # the generator's terms: the adversarial loss as before, and the fakes' contrastive loss
+    adv, contrast = losses.generator_scale_terms(disc, fake, sentence, 0.5)
+    torch.testing.assert_close(adv, losses.generator_scale_loss(disc, fake, sentence))
+    torch.testing.assert_close(
+        contrast, losses.contrastive_loss(disc.embed(disc.features(fake)), sentence, 0.5)
+    )
+    # the head reads the maximum over positions: a feature at one place is not averaged away
+    h = torch.zeros(2, disc.features_dim, 4, 4)
+    h[0, :, 3, 3] = 1.0
+    h[1, :, 0, 0] = 1.0
+    torch.testing.assert_close(disc.embed(h)[0], disc.embed(h)[1])
+    with pytest.raises(RuntimeError, match="without a contrastive head"):
+        Discriminator(16, df=4, embedding_dim=8).embed(h)

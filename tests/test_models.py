@@ -719,3 +719,14 @@ def test_feature_discriminator_reads_the_frozen_encoder_without_owning_it():
     assert not torch.allclose(other, out.conditional.detach())  # the sentence counts
     with pytest.raises(ValueError, match="CNN image encoder"):
         FeatureDiscriminator(torch.nn.Linear(2, 2), embedding_dim=6)
+
+
+def test_contrastive_head_leaves_the_discriminator_as_it_was():
+    # the head is built last: the release's weights draw the same random numbers with it
+    torch.manual_seed(3)
+    plain = Discriminator(32, df=4, embedding_dim=8).state_dict()
+    torch.manual_seed(3)
+    headed = Discriminator(32, df=4, embedding_dim=8, contrastive=True).state_dict()
+    assert set(headed) - set(plain) == {"contrast.weight", "contrast.bias"}
+    assert all(torch.equal(plain[k], headed[k]) for k in plain)
+    assert headed["contrast.weight"].shape == (8, 8 * 4)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -167,6 +168,9 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
         ["--simple", "--labels", "--ac", "1", "--ac-g", "0"],
         ["--simple", "--g-norm", "pixel", "--g-coord"],
         ["--g-norm", "none", "--g-arch", "dcgan", "--d-arch", "dcgan", "--g-coord"],
+        ["--imle", "1", "--imle-pool", "3"],
+        ["--simple", "--labels", "--imle", "1", "--gan", "0", "--imle-pool", "2"],
+        ["--imle", "1", "--imle-loss", "lap", "--imle-pool", "2"],
     )
     for extra in variants:
         small = ["--steps", "4", "--every", "2", "--batch", "4", "--gf", "8", "--df", "8"]
@@ -224,6 +228,65 @@ def test_gan_loop_extra_discriminator_steps_change_the_run_and_one_keeps_it(tmp_
     simple = d_weights(["--simple"])
     assert torch.equal(simple, d_weights(["--simple"]))
     assert not torch.allclose(simple, d_weights(["--simple", "--ac", "1"]))
+
+
+def test_gan_loop_imle_pulls_each_real_image_s_nearest_sample(tmp_path, monkeypatch):
+    import gan_loop
+
+    from attngan.data.shapes import build_shapes
+
+    # the matching: a generator whose image is z's first three numbers, everywhere
+    def g(z: torch.Tensor, y) -> torch.Tensor:
+        return z[:, :3, None, None].expand(-1, 3, 4, 4)
+
+    real = torch.tensor([[0.5, -0.5, 1.0], [-1.0, 0.0, 0.2]])[:, :, None, None].expand(-1, 3, 4, 4)
+    pick = gan_loop.imle_pick(g, real, None, 16, torch.Generator().manual_seed(3))
+    drawn = torch.randn(16, 2, gan_loop.Z_DIM, generator=torch.Generator().manual_seed(3))
+    for i in range(2):
+        dist = (drawn[:, i, :3] - real[i, :, 0, 0]).pow(2).sum(1)
+        assert torch.equal(pick[i], drawn[dist.argmin(), i])
+    assert gan_loop.imle_pick(g, real, None, 1, torch.Generator().manual_seed(3)).shape == (2, 100)
+
+    # the Laplacian pyramid's L1: a change of tone counts as in plain L1, a small object far more
+    plain = torch.zeros(2, 3, 64, 64)
+    toned = plain + 0.5
+    spot = plain.clone()
+    spot[:, :, 20:26, 30:36] = 1.0
+    assert torch.allclose(gan_loop.laplacian_l1(plain, plain), torch.zeros(2))
+    assert torch.allclose(gan_loop.laplacian_l1(plain, toned), torch.full((2,), 0.5))
+    pixel = gan_loop.image_distance(plain, spot, "l1")
+    assert torch.all(gan_loop.image_distance(plain, spot, "lap") > 2 * pixel)
+    assert torch.allclose(gan_loop.image_distance(plain, toned, "l2"), torch.full((2,), 0.25))
+    lap_pick = gan_loop.imle_pick(g, real, None, 16, torch.Generator().manual_seed(3), "lap")
+    assert lap_pick.shape == (2, 100)
+
+    # --gan 0: no discriminator step at all, the generator learns from IMLE's term
+    made = {}
+    for name in ("UncondDiscriminator", "UncondGenerator"):
+        base = getattr(gan_loop, name)
+
+        def recorded(*args, _base=base, _name=name, **kwargs):
+            made[_name] = _base(*args, **kwargs)
+            made[_name + "0"] = [p.detach().clone() for p in made[_name].parameters()]
+            return made[_name]
+
+        monkeypatch.setattr(gan_loop, name, recorded)
+    root = tmp_path / "shapes"
+    build_shapes(root, num_train=24, num_test=2, image_size=64, workers=1, progress=False)
+    small = ["--data", str(root), "--steps", "3", "--every", "3", "--batch", "4", "--gf", "4",
+             "--df", "4"]  # fmt: skip
+    gan_loop.run(gan_loop.make_parser().parse_args([str(tmp_path / "o"), *small, "--imle", "1",
+                                                    "--gan", "0"]))  # fmt: skip
+    d_now = list(made["UncondDiscriminator"].parameters())
+    g_now = list(made["UncondGenerator"].parameters())
+    assert all(torch.equal(a, b) for a, b in zip(d_now, made["UncondDiscriminator0"], strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(g_now, made["UncondGenerator0"], strict=True))
+    assert made["UncondGenerator"].net.ca.sample is False  # a sample is a function of z
+    for extra, match in ((["--gan", "0"], "--gan 0"), (["--imle", "-1"], "--imle"),
+                         (["--imle", "1", "--recon", "1"], "pick one"),
+                         (["--imle", "1", "--gan", "0", "--n-dis", "2"], "--gan 0")):  # fmt: skip
+        with pytest.raises(AttnGANError, match=match):
+            gan_loop.run(gan_loop.make_parser().parse_args([str(tmp_path / "o"), *small, *extra]))
 
 
 def test_gpu_loop_script_dry_run_on_the_cpu(tmp_path):
@@ -744,7 +807,8 @@ def test_d_shape_probe_reads_a_runs_feature_critic_beside_its_discriminators(tmp
     damsm = train_damsm(load_config("shapes", tiny), runs=tmp_path / "d", device="cpu",
                         progress=False)  # fmt: skip
     lines = {}
-    for name, more in (("plain", []), ("critic", ["train.feature_critic=1"])):
+    for name, more in (("plain", []), ("critic", ["train.feature_critic=1"]),
+                       ("contrast", ["train.d_contrastive=1"])):  # fmt: skip
         run = train_gan(load_config("shapes", [*tiny, *more]), damsm=damsm.run_dir,
                         runs=tmp_path / name, device="cpu", progress=False)  # fmt: skip
         checkpoint = run.run_dir / "checkpoints" / "step-00000001"
@@ -753,3 +817,8 @@ def test_d_shape_probe_reads_a_runs_feature_critic_beside_its_discriminators(tmp
     assert heads(lines["plain"]) == {"D16", "D32"}
     assert heads(lines["critic"]) == {"D16", "D32", "F32"}
     assert len(lines["critic"]) == len(lines["plain"]) + 3  # its two heads and its caption check
+    contrast = [row for row in lines["contrast"] if " contrastive " in row]  # one per stage
+    assert [row.split()[1] for row in contrast] == ["D16", "D32"]
+    for row in contrast:
+        shares = [float(x) for x in re.findall(r"([0-9.]+)%", row)]
+        assert len(shares) == 3 and all(0 <= x <= 100 for x in shares)

@@ -291,21 +291,43 @@ def test_spectral_discriminators_and_r1_resume_exactly(shapes_root, damsm_run, t
     assert all(math.isfinite(r["d"]) for r in full.losses.values())
 
 
+def _resumes_exactly(shapes_root, damsm_run, tmp_path, *more: str):
+    """A 3-step run with ``more``, and the same cut after step 1 and resumed: equal losses.
+    Returns the cut run and a plain 1-step run (saved without ``more``)."""
+    full, rest = Recorder(), Recorder()
+    _gan(shapes_root, damsm_run, tmp_path / "full", full, *more, "train.max_steps=3")
+    part = _gan(shapes_root, damsm_run, tmp_path, Recorder(), *more, "train.max_steps=1")
+    _gan(shapes_root, damsm_run, tmp_path, rest, "train.max_steps=3", resume=part.run_dir)
+    assert rest.losses == {k: full.losses[k] for k in (2, 3)}  # weights and Adam state
+    plain = _gan(shapes_root, damsm_run, tmp_path / "plain", Recorder(), "train.max_steps=1")
+    return part, plain, rest
+
+
 def test_feature_critic_resumes_exactly_and_refuses_a_run_saved_without_it(
     shapes_root, damsm_run, tmp_path
 ):
-    more = ("train.feature_critic=1",)
-    full = Recorder()
-    _gan(shapes_root, damsm_run, tmp_path / "full", full, *more, "train.max_steps=3")
-    part = _gan(shapes_root, damsm_run, tmp_path, Recorder(), *more, "train.max_steps=1")
+    part, plain, _ = _resumes_exactly(shapes_root, damsm_run, tmp_path, "train.feature_critic=1")
     assert (list_checkpoints(part.run_dir)[-1] / "feature_critic.safetensors").is_file()
-    rest = Recorder()
-    _gan(shapes_root, damsm_run, tmp_path, rest, "train.max_steps=3", resume=part.run_dir)
-    assert rest.losses == {k: full.losses[k] for k in (2, 3)}  # the critic and its Adam state
-    plain = _gan(shapes_root, damsm_run, tmp_path / "plain", Recorder(), "train.max_steps=1")
     with pytest.raises(TrainingError, match="saved without train.feature_critic"):
         _gan(shapes_root, damsm_run, tmp_path, Recorder(), "train.max_steps=2",
              "train.feature_critic=1", resume=plain.run_dir)  # fmt: skip
+
+
+def test_contrastive_heads_resume_exactly_and_a_changed_setting_is_refused(
+    shapes_root, damsm_run, tmp_path
+):
+    more = "train.d_contrastive=1"
+    part, plain, rest = _resumes_exactly(shapes_root, damsm_run, tmp_path, more)
+    assert "g_contrast" in rest.losses[3]
+    # a checkpoint's model folder holds the heads too, and loads
+    model = load_model(list_checkpoints(part.run_dir)[-1], components=("discriminators",))
+    assert model["discriminators"][0].contrast is not None
+    with pytest.raises(TrainingError, match="saved without train.d_contrastive"):
+        _gan(shapes_root, damsm_run, tmp_path, Recorder(), "train.max_steps=2", more,
+             resume=plain.run_dir)  # fmt: skip
+    with pytest.raises(TrainingError, match="saved with train.d_contrastive"):
+        _gan(shapes_root, damsm_run, tmp_path, Recorder(), "train.max_steps=2",
+             "train.d_contrastive=0", resume=part.run_dir)  # fmt: skip
 
 
 def test_resumed_damsm_run_repeats_the_uninterrupted_losses(shapes_root, tmp_path):
@@ -805,6 +827,7 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
         "blur": ["train.d_blur_negatives=1"],
         "damsm_shift": ["train.damsm_shift=3"],
         "critic": ["train.feature_critic=2"],
+        "contrast": ["train.d_contrastive=2", "train.d_contrastive_temperature=0.5"],
     }.items():
         recorder = Recorder()
         train_gan(tiny(shapes_root, *base, *extra), damsm=damsm_run, runs=tmp_path / name,
@@ -847,6 +870,10 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
     plain_g = critic["g_adv"] + 5.0 * critic["damsm"] + critic["kl"]
     assert critic["g"] == pytest.approx(plain_g + 2 * critic["g_critic"], rel=1e-4)
     assert critic["d"] == pytest.approx(runs["plain"]["d"], rel=1e-6)  # the others' unchanged
+    contrast = runs["contrast"]  # one term per stage, each between 0 and a few ln(batch)
+    assert contrast["g_contrast"] > 0 and "g_contrast" not in runs["plain"]
+    plain_g = contrast["g_adv"] + 5.0 * contrast["damsm"] + contrast["kl"]
+    assert contrast["g"] == pytest.approx(plain_g + 2 * contrast["g_contrast"], rel=1e-4)
     with pytest.raises(TrainingError, match="train.d_swap_weight needs the words"):
         train_gan(tiny(shapes_root, "train.d_swap_weight=1"), damsm=damsm_run, runs=tmp_path,
                   device="cpu", progress=False)  # fmt: skip
@@ -864,6 +891,8 @@ def test_gan_mode_seeking_cutout_and_magp_switches(shapes_root, damsm_run, tmp_p
         "train.g_adversarial=-1",
         "train.feature_critic=-1",
         "train.feature_critic_width=0",
+        "train.d_contrastive=-1",
+        "train.d_contrastive_temperature=0",
     ):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             tiny(shapes_root, bad)

@@ -150,7 +150,7 @@ def build_component(
     if component == "image_encoder":
         return build_image_encoder(m)
     if component == "discriminators":
-        return build_discriminators(m, initialize)
+        return build_discriminators(m, initialize, contrastive=config.train.d_contrastive > 0)
     raise ValueError(f"unknown component {component!r}; expected one of {COMPONENTS}")
 
 

@@ -242,6 +242,15 @@ class TrainConfig:
     # the per-stage discriminators with the same loss. Needs the CNN image encoder
     feature_critic: float = 0.0
     feature_critic_width: int = 32  # its heads' channels per encoder map
+    # XMC-GAN's sentence-image contrastive loss in the discriminators (Zhang et al., 2021; not in
+    # the release, 0: off): each stage's discriminator gets a head that embeds its features
+    # (their max over positions, so a small object is not averaged away) in the sentence space;
+    # it learns on real images to pick each image's caption among the batch's (cross-entropy of
+    # cosines / temperature), and the generator's images must be picked by their captions too,
+    # with this weight. Like AC-GAN's classifier, on captions: a text classifier that shares the
+    # discriminator's features, so what fools it must also look real
+    d_contrastive: float = 0.0
+    d_contrastive_temperature: float = 0.1
     # weight of the generator's adversarial terms (the release: 1; 0 is a diagnosis, not a recipe:
     # the generator then learns from DAMSM and the paired terms alone; the discriminators still
     # train, unheard)
@@ -280,11 +289,17 @@ class TrainConfig:
         _at_least("train.d_noise_until", self.d_noise_until, 0)
         weights = ("swap_weight", "r1_gamma", "d_swap_weight", "d_blur_negatives", "magp_weight",
                    "mode_seeking", "stage_consistency", "paired_l1", "d_negatives",
-                   "d_noise", "g_adversarial", "paired_features", "feature_critic")  # fmt: skip
+                   "d_noise", "g_adversarial", "paired_features", "feature_critic",
+                   "d_contrastive")  # fmt: skip
         for key in weights:  # loss weights: 0 turns a term off, a negative one is a mistake
             _at_least(f"train.{key}", getattr(self, key), 0.0)
         _at_least("train.magp_power", self.magp_power, 1.0)
         _at_least("train.feature_critic_width", self.feature_critic_width, 1)
+        if not self.d_contrastive_temperature > 0:
+            raise ConfigError(
+                "train.d_contrastive_temperature must be > 0 "
+                f"(got {self.d_contrastive_temperature})"
+            )
         _at_least("train.damsm_shift", self.damsm_shift, 0)
         if self.damsm_shift and self.paired_features:
             raise ConfigError(

@@ -264,6 +264,8 @@ def discriminator_scale_loss(
     blur_negatives: float = 0.0,
     negatives: Tensor | None = None,
     negatives_weight: float = 0.0,
+    contrastive: float = 0.0,
+    temperature: float = 0.1,
 ) -> Tensor:
     """One discriminator's loss on real images, detached fakes and mismatched pairs (real image k
     with sentence k+1; ``mismatched`` gives other pairs; ``mismatch=False`` leaves the term out,
@@ -275,7 +277,9 @@ def discriminator_scale_loss(
     caption in that word alone, so the conditional head must check it. ``blur_negatives`` > 0
     adds that weight times the fake loss of the real images blurred (:func:`blur_images`);
     ``negatives`` (each real image's paired negative, ``data.negatives``) with
-    ``negatives_weight`` > 0 adds that weight times their fake loss with the real captions."""
+    ``negatives_weight`` > 0 adds that weight times their fake loss with the real captions.
+    ``contrastive`` > 0 adds that weight times the real images' :func:`contrastive_loss` through
+    the discriminator's contrastive head (``train.d_contrastive``)."""
     if r1_gamma > 0 or magp_weight > 0:
         real = real.detach().requires_grad_(True)
     if magp_weight > 0:
@@ -308,6 +312,8 @@ def discriminator_scale_loss(
         loss = loss + blur_negatives * _negative_loss(disc, blur_images(real.detach()), sentence)
     if negatives is not None and negatives_weight > 0:
         loss = loss + negatives_weight * _negative_loss(disc, negatives.detach(), sentence)
+    if contrastive > 0:
+        loss = loss + contrastive * contrastive_loss(disc.embed(real_h), sentence, temperature)
     return loss
 
 
@@ -437,3 +443,28 @@ def generator_scale_loss(disc: Discriminator, fake: Tensor, sentence: Tensor) ->
     """The generator's adversarial loss against one discriminator (gradients flow into ``fake``)."""
     out = disc(fake, sentence)
     return generator_adversarial_loss(out.unconditional, out.conditional)
+
+
+def generator_scale_terms(
+    disc: Discriminator, fake: Tensor, sentence: Tensor, temperature: float
+) -> tuple[Tensor, Tensor]:
+    """:func:`generator_scale_loss` and, from the same features, the fakes'
+    :func:`contrastive_loss` through the discriminator's contrastive head (``train.d_contrastive``):
+    each generated image should be picked by its own caption."""
+    h = disc.features(fake)
+    uncond = disc.unconditional(h) if disc.uncond_logits is not None else None
+    adv = generator_adversarial_loss(uncond, disc.conditional(h, sentence))
+    return adv, contrastive_loss(disc.embed(h), sentence, temperature)
+
+
+def contrastive_loss(image: Tensor, sentence: Tensor, temperature: float = 0.1) -> Tensor:
+    """XMC-GAN's sentence-image contrastive loss (Zhang et al., 2021), image to sentence: for each
+    image ``[B, D]``, the cross-entropy of picking its own sentence ``[B, D]`` among the batch's by
+    cosine / ``temperature``. Another row's sentence equal to the image's own (a repeated caption:
+    cosine above 0.999) is left out of its choices rather than counted wrong. A batch of one: 0."""
+    img = F.normalize(image.float(), dim=1)
+    sen = F.normalize(sentence.detach().float(), dim=1)
+    logits = img @ sen.t() / temperature
+    rows = torch.arange(img.size(0), device=img.device)
+    same = (sen @ sen.t() > 0.999) & (rows[:, None] != rows[None, :])
+    return F.cross_entropy(logits.masked_fill(same, float("-inf")), rows)

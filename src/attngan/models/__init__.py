@@ -60,9 +60,14 @@ def build_image_encoder(m: ModelConfig) -> InceptionImageEncoder | CNNImageEncod
     return CNNImageEncoder(m.embedding_dim, input_size=m.cnn_input_size, channels=m.cnn_channels)
 
 
-def build_discriminators(m: ModelConfig, initialize: bool = True) -> nn.ModuleList:
-    """One discriminator per stage, smallest first."""
+def build_discriminators(
+    m: ModelConfig, initialize: bool = True, contrastive: bool = False
+) -> nn.ModuleList:
+    """One discriminator per stage, smallest first; ``contrastive`` gives each the sentence-space
+    head of ``train.d_contrastive``."""
     return nn.ModuleList(
-        Discriminator(s, m.df, m.embedding_dim, initialize=initialize, norm=m.d_norm)
+        Discriminator(
+            s, m.df, m.embedding_dim, initialize=initialize, norm=m.d_norm, contrastive=contrastive
+        )
         for s in m.image_sizes
     )

@@ -36,6 +36,8 @@ class Discriminator(nn.Module):
         norm: ``"batch"`` (the release: BatchNorm after every conv but the first) or
             ``"spectral"`` (no BatchNorm; every conv, the heads' included, divided by its
             largest singular value, estimated by one power iteration per training forward).
+        contrastive: also build a head that embeds the features in the sentence space
+            (:meth:`embed`, ``train.d_contrastive``; not in the release).
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class Discriminator(nn.Module):
         unconditional: bool = True,
         initialize: bool = True,
         norm: str = "batch",
+        contrastive: bool = False,
     ) -> None:
         super().__init__()
         if norm not in D_NORMS:
@@ -71,6 +74,10 @@ class Discriminator(nn.Module):
         self.cond_logits = nn.Conv2d(features, 1, 4, 4)
         if initialize:
             self.apply(release_init)
+        # built after the release's initialisation, so the other weights draw what they did
+        self.contrast = nn.Linear(features, embedding_dim) if contrastive else None
+        if initialize and self.contrast is not None:
+            release_init(self.contrast)
         self.norm = norm
         if not bn:  # after the initialisation, which then sets the weights to be normalised
             for conv in [m for m in self.modules() if isinstance(m, nn.Conv2d)]:
@@ -94,6 +101,13 @@ class Discriminator(nn.Module):
         check_shape("sentence", sentence, features.size(0), self.embedding_dim)
         tiled = sentence[:, :, None, None].expand(-1, -1, 4, 4)  # [B, D, 4, 4]
         return self.cond_logits(self.cond_joint(torch.cat([features, tiled], dim=1))).flatten()
+
+    def embed(self, features: Tensor) -> Tensor:
+        """Features ``[B, 8df, 4, 4]`` -> ``[B, D]`` in the sentence space: the contrastive head
+        over their maximum over positions (the mean would average a small object away)."""
+        if self.contrast is None:
+            raise RuntimeError("this discriminator was built without a contrastive head")
+        return self.contrast(features.amax((2, 3)))
 
     def forward(self, images: Tensor, sentence: Tensor) -> DiscriminatorOutput:
         h = self.features(images)

@@ -33,6 +33,7 @@ from attngan.losses import (
     cutout,
     discriminator_scale_loss,
     generator_scale_loss,
+    generator_scale_terms,
     instance_noise,
     kl_loss,
     mode_seeking_loss,
@@ -77,12 +78,13 @@ class DiscriminatorStep(nn.Module):
     def __init__(
         self, disc: nn.Module, r1_gamma: float = 0.0, mismatch: bool = True,
         magp_weight: float = 0.0, magp_power: float = 6.0, blur_negatives: float = 0.0,
-        negatives_weight: float = 0.0,
+        negatives_weight: float = 0.0, contrastive: float = 0.0, temperature: float = 0.1,
     ) -> None:  # fmt: skip
         super().__init__()
         self.disc, self.r1_gamma, self.mismatch = disc, r1_gamma, mismatch
         self.magp_weight, self.magp_power = magp_weight, magp_power
         self.blur_negatives, self.negatives_weight = blur_negatives, negatives_weight
+        self.contrastive, self.temperature = contrastive, temperature
 
     def forward(
         self, real: Tensor, fake: Tensor, sentence: Tensor, mismatched: Mismatched | None,
@@ -91,7 +93,7 @@ class DiscriminatorStep(nn.Module):
         return discriminator_scale_loss(
             self.disc, real, fake, sentence, mismatched, self.r1_gamma, self.mismatch,
             self.magp_weight, self.magp_power, hard, self.blur_negatives, negatives,
-            self.negatives_weight,
+            self.negatives_weight, self.contrastive, self.temperature,
         )  # fmt: skip
 
 
@@ -223,6 +225,8 @@ class GANTrainer(Loop):
                     t.magp_power,
                     t.d_blur_negatives,
                     t.d_negatives,
+                    t.d_contrastive,
+                    t.d_contrastive_temperature,
                 ),
                 self.device,
             )
@@ -366,10 +370,20 @@ class GANTrainer(Loop):
         losses["d"] = d_total
         # generator: adversarial at every scale + λ·DAMSM of the last stage + KL
         with amp:
-            adv = sum(
-                generator_scale_loss(disc, augment(fake), text.sentence)
-                for disc, fake in zip(self.discriminators, out.images, strict=True)
-            )
+            contrast = None
+            if t.d_contrastive > 0:  # the same features give both terms
+                terms = [
+                    generator_scale_terms(
+                        disc, augment(fake), text.sentence, t.d_contrastive_temperature
+                    )
+                    for disc, fake in zip(self.discriminators, out.images, strict=True)
+                ]
+                adv, contrast = sum(a for a, _ in terms), sum(c for _, c in terms)
+            else:
+                adv = sum(
+                    generator_scale_loss(disc, augment(fake), text.sentence)
+                    for disc, fake in zip(self.discriminators, out.images, strict=True)
+                )
             last = out.images[-1]
             critic_term = None
             if self.critic is not None:
@@ -416,6 +430,9 @@ class GANTrainer(Loop):
             paired_term = paired_feature_loss(regions, target)
             g_loss = g_loss + t.paired_features * paired_term
             losses["paired_features"] = paired_term.item()
+        if contrast is not None:  # each image picked by its caption, through D's features
+            g_loss = g_loss + t.d_contrastive * contrast.float()
+            losses["g_contrast"] = contrast.item()
         if critic_term is not None:
             g_loss = g_loss + t.feature_critic * critic_term.float()
             losses["g_critic"] = critic_term.item()
@@ -541,7 +558,16 @@ class GANTrainer(Loop):
     def load_state(self, state: dict[str, Any], folder: Path) -> None:
         load_weights(self.generator, folder / LIVE_GENERATOR)
         load_weights(self.ema, folder / "generator.safetensors")
-        load_weights(self.discriminators, folder / "discriminators.safetensors")
+        try:
+            load_weights(self.discriminators, folder / "discriminators.safetensors")
+        except ModelError as err:
+            if ".contrast." not in str(err):
+                raise
+            saved = "without" if self.config.train.d_contrastive > 0 else "with"
+            raise TrainingError(
+                f"{folder} was saved {saved} train.d_contrastive (the discriminators' contrastive "
+                "heads): resume it with the setting it was saved with, or start a new run"
+            ) from None
         self.opt_g.load_state_dict(state["optimizer_g"])
         for opt, s in zip(self.opt_d, state["optimizer_d"], strict=True):
             opt.load_state_dict(s)
