@@ -24,7 +24,7 @@ the real images' shapes), ``--ms W`` (MSGAN's mode-seeking term).
 image the nearest (mean squared difference) of ``--imle-pool`` fresh samples is pulled to it by
 L1, weight W (with ``--labels`` the samples are drawn with the image's label; ``--imle-loss lap``
 matches and pulls by the Laplacian pyramid's L1 instead); ``--gan 0`` takes the game away (no
-discriminator at all).
+discriminator at all). ``--d-adv E`` trains the discriminator on FGSM-perturbed images (Rob-GAN).
 ``--simple`` keeps the images with one object on a plain background. A run is deterministic for
 its arguments; ``--every`` is one of them (scoring draws the generator's conditioning noise from
 torch's global generator, which training draws from too).
@@ -599,6 +599,22 @@ def imle_pick(
     return pick
 
 
+def adversarial(
+    d: nn.Module, images: Tensor, y: Tensor | None, towards: float, eps: float
+) -> Tensor:
+    """One FGSM step of size ``eps`` on ``images`` (detached) that moves the discriminator's
+    logit up (``towards`` = 1: fakes made to look real) or down (-1: reals made to look fake),
+    clamped to [-1, 1]: the examples an adversarially trained discriminator learns on (Rob-GAN,
+    Liu & Hsieh 2019), so that small changes, which the generator could otherwise use to fool
+    it, no longer move its verdict."""
+    x = images.detach().requires_grad_(True)
+    d.requires_grad_(False)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(d(x, y).sum(), x)
+    d.requires_grad_(True)
+    return (x + towards * eps * grad.sign()).clamp(-1, 1).detach()
+
+
 def to_uint8(images: Tensor) -> Tensor:
     """Images in [-1, 1] -> the uint8 tensor that the classifier reads as pixels."""
     return inception.to_uint8(images).to(torch.uint8)
@@ -773,6 +789,9 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
 
     def d_update(real: Tensor, fake_seen: Tensor, y_real, y_fake) -> Tensor:
         """One step of the discriminator(s) on these reals and (detached) fakes."""
+        if args.d_adv > 0:  # Rob-GAN: the discriminator learns on its own worst small changes
+            real = adversarial(d, real, y_real, -1.0, args.d_adv)
+            fake_seen = adversarial(d, fake_seen, y_fake, 1.0, args.d_adv)
         if args.r1 > 0:
             real.requires_grad_(True)
         if args.d_batch == "joint":  # one BatchNorm batch of reals and fakes
@@ -1100,6 +1119,13 @@ def make_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="weight of the generator's adversarial loss; 0 plays no game at all (no "
         "discriminator steps; needs --imle)",
+    )
+    parser.add_argument(
+        "--d-adv",
+        type=float,
+        default=0.0,
+        help="train the discriminator on FGSM-perturbed reals and fakes of this size (of the "
+        "[-1, 1] range; Rob-GAN's adversarial training; 0: off)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

@@ -171,6 +171,7 @@ def test_gan_loop_runs_each_variant_and_scores_its_samples(tmp_path):
         ["--imle", "1", "--imle-pool", "3"],
         ["--simple", "--labels", "--imle", "1", "--gan", "0", "--imle-pool", "2"],
         ["--imle", "1", "--imle-loss", "lap", "--imle-pool", "2"],
+        ["--simple", "--labels", "--d-adv", "0.03"],
     )
     for extra in variants:
         small = ["--steps", "4", "--every", "2", "--batch", "4", "--gf", "8", "--df", "8"]
@@ -822,3 +823,43 @@ def test_d_shape_probe_reads_a_runs_feature_critic_beside_its_discriminators(tmp
     for row in contrast:
         shares = [float(x) for x in re.findall(r"([0-9.]+)%", row)]
         assert len(shares) == 3 and all(0 <= x <= 100 for x in shares)
+
+
+def test_gan_loop_adversarial_examples_move_the_discriminator_s_verdict():
+    from gan_loop import UncondDiscriminator, adversarial
+
+    torch.manual_seed(0)
+    d = UncondDiscriminator(8).eval()
+    x = torch.rand(6, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        base = d(x)
+        up, down = d(adversarial(d, x, None, 1.0, 0.05)), d(adversarial(d, x, None, -1.0, 0.05))
+    assert (up > base).all() and (down < base).all()
+    moved = adversarial(d, x, None, 1.0, 0.05)
+    assert (moved - x).abs().max() <= 0.05 + 1e-6 and moved.abs().max() <= 1
+    assert all(p.requires_grad for p in d.parameters())  # the discriminator still learns
+
+
+def test_critic_gradients_follows_the_damsm_from_blob_twins(tmp_path):
+    import argparse
+
+    from critic_gradients import make_parser, read_shapes, run, single_objects
+
+    from attngan.data.shapes import SHAPES
+    from attngan.evaluation.shapes_classifier import load_shapes_classifier
+
+    sharp, blob, records = single_objects(4)
+    assert sharp.shape == blob.shape == (4, 3, 64, 64) and len(records) == 4
+    assert all(len(r["objects"]) == 1 for r in records)
+    targets = torch.tensor([SHAPES.index(r["objects"][0]["shape"]) for r in records])
+    classifier = load_shapes_classifier(None).eval()
+    assert read_shapes(classifier, sharp, targets)[0] == 1.0  # real shapes read right
+    assert read_shapes(classifier, sharp, (targets + 1) % 8)[0] == 0.0
+    args = make_parser().parse_args(["--scenes", "4", "--steps", "4", "--every", "2",
+                                     "--noise", "0", "0.1", "--out", str(tmp_path)])  # fmt: skip
+    rows = run(args)
+    assert [(r["noise"], r["step"]) for r in rows] == [(0, 2), (0, 4), (0.1, 2), (0.1, 4)]
+    assert all(0 < r["moved"] < 0.2 and 0 <= r["right"] <= 1 for r in rows)
+    assert (tmp_path / "damsm-noise0.1.png").is_file()
+    with pytest.raises(AttnGANError, match="needs --checkpoint"):
+        run(argparse.Namespace(**{**vars(args), "critic": "d", "checkpoint": None}))
