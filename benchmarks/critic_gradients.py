@@ -1,15 +1,16 @@
 """Do the generator's critics point towards shapes? Start from the blob twins of single-object
 `shapes` test scenes (each object a soft blob of its colour, place and size), and follow a
 critic's gradient on the pixels themselves, as the generator's loss would pull its image: the
-DAMSM term (the bundled encoders' word + sentence loss over the batch) or the adversarial term of
-a GAN checkpoint's last discriminator. Every few steps the shapes classifier reads the images:
-how often the object's top shape is the caption's (the right shape), beside the blob twins and
-the real images. A critic whose gradient is aligned with what people see turns blobs into the
-named outlines; one that is not raises its score with changes the classifier does not read as
-shapes. ``--noise S`` averages each step's gradient over Gaussian noise of that spread added to
-the image (randomised smoothing), which tends to align a network's gradient with what it sees.
+DAMSM term (the bundled encoders' word + sentence loss over the batch), or the adversarial term of
+a GAN checkpoint's last discriminator or of its feature critic (``train.feature_critic``). Every
+few steps the shapes classifier reads the images: how often the object's top shape is the
+caption's (the right shape), beside the blob twins and the real images. A critic whose gradient
+is aligned with what people see turns blobs into the named outlines; one that is not raises its
+score with changes the classifier does not read as shapes. ``--noise S`` averages each step's
+gradient over Gaussian noise of that spread added to the image (randomised smoothing), which
+tends to align a network's gradient with what it sees.
 
-    python benchmarks/critic_gradients.py [--critic damsm|d] [--checkpoint RUN/checkpoints/step-N]
+    python benchmarks/critic_gradients.py [--critic damsm|d|f] [--checkpoint RUN/checkpoints/step-N]
         [--model src/attngan/assets/shapes-model] [--scenes 96] [--steps 300] [--noise 0 0.1 0.2]
 """
 
@@ -21,12 +22,13 @@ from pathlib import Path
 import torch
 from d_shape_probe import scenes
 
-from attngan.checkpoints import load_model
+from attngan.checkpoints import load_model, load_weights
 from attngan.data.shapes import SHAPES
 from attngan.errors import AttnGANError
 from attngan.evaluation.shapes_classifier import _predict, load_shapes_classifier
 from attngan.losses import generator_scale_loss
-from attngan.training.gan import damsm_loss
+from attngan.models.discriminator import FeatureDiscriminator
+from attngan.training.gan import CRITIC_FILE, damsm_loss
 
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "attngan" / "assets" / "shapes-model"
 
@@ -66,8 +68,17 @@ def make_critic(kind: str, model_path: str, checkpoint: str | None, text):
 
         return damsm
     if not checkpoint:
-        raise AttnGANError("--critic d needs --checkpoint (a GAN checkpoint with discriminators)")
-    disc = load_model(checkpoint, components=("discriminators",))["discriminators"][-1]
+        raise AttnGANError(f"--critic {kind} needs --checkpoint (a GAN checkpoint folder)")
+    if kind == "f":  # train.feature_critic's critic, on the run's own frozen image encoder
+        if not (Path(checkpoint) / CRITIC_FILE).is_file():
+            raise AttnGANError(f"{checkpoint} has no feature critic ({CRITIC_FILE})")
+        model = load_model(checkpoint, components=("image_encoder",))
+        disc = FeatureDiscriminator(model["image_encoder"].eval().requires_grad_(False),
+                                    model.config.model.embedding_dim,
+                                    model.config.train.feature_critic_width)  # fmt: skip
+        load_weights(disc, Path(checkpoint) / CRITIC_FILE)
+    else:
+        disc = load_model(checkpoint, components=("discriminators",))["discriminators"][-1]
     disc.train().requires_grad_(False)  # batch statistics, as in the generator's step
     return lambda images: generator_scale_loss(disc, images, text.sentence)
 
@@ -124,7 +135,13 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--critic", choices=("damsm", "d"), default="damsm")
+    parser.add_argument(
+        "--critic",
+        choices=("damsm", "d", "f"),
+        default="damsm",
+        help="the DAMSM term, the last discriminator's adversarial term, or the feature critic's "
+        "(train.feature_critic; d and f read --checkpoint)",
+    )
     parser.add_argument("--model", default=str(BUNDLED), help="the DAMSM (text, image encoders)")
     parser.add_argument("--checkpoint", help="with --critic d: a GAN checkpoint folder")
     parser.add_argument("--scenes", type=int, default=96)

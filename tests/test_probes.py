@@ -863,3 +863,5 @@ def test_critic_gradients_follows_the_damsm_from_blob_twins(tmp_path):
     assert (tmp_path / "damsm-noise0.1.png").is_file()
     with pytest.raises(AttnGANError, match="needs --checkpoint"):
         run(argparse.Namespace(**{**vars(args), "critic": "d", "checkpoint": None}))
+    with pytest.raises(AttnGANError, match="has no feature critic"):
+        run(argparse.Namespace(**{**vars(args), "critic": "f", "checkpoint": str(tmp_path)}))

@@ -954,3 +954,18 @@ def test_resolve_device_names_a_bad_device_in_one_line():
     if not torch.cuda.is_available():
         with pytest.raises(TrainingError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_damsm_image_noise_changes_the_losses_and_repeats(shapes_root, tmp_path):
+    def first_losses(name: str, *more: str) -> dict:
+        recorder = Recorder()
+        config = tiny(shapes_root, "damsm.max_steps=2", *more)
+        train_damsm(config, tmp_path / name, device="cpu", on_step=recorder, progress=False)
+        return recorder.losses
+
+    plain = first_losses("plain")
+    noisy = first_losses("noisy", "damsm.image_noise=0.5")
+    assert noisy == first_losses("again", "damsm.image_noise=0.5")  # drawn from (seed, step)
+    assert noisy[1]["word"] != pytest.approx(plain[1]["word"], rel=1e-6)
+    with pytest.raises(ConfigError, match="damsm.image_noise"):
+        tiny(shapes_root, "damsm.image_noise=-0.1")

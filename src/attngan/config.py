@@ -160,9 +160,15 @@ class DAMSMConfig:
     # '/'), so the encoders must tell those words apart; "" turns it off (the release)
     swap_words: str = ""
     swap_weight: float = 1.0  # weight of the hard-negative terms (word and sentence)
+    # Gaussian noise of this spread (of the [-1, 1] range) added to every training image (not in
+    # the release, 0: off): an image encoder that must match captions through noise reads shapes
+    # rather than faint textures, so its gradient, which the GAN's generator follows, points more
+    # at what is seen (randomised smoothing)
+    image_noise: float = 0.0
 
     def __post_init__(self) -> None:
         _at_least("damsm.batch_size", self.batch_size, 2)
+        _at_least("damsm.image_noise", self.image_noise, 0.0)
         _at_least("damsm.epochs", self.epochs, 0)
         _at_least("damsm.max_steps", self.max_steps, 0)
         _at_least("damsm.checkpoint_every", self.checkpoint_every, 1)

@@ -125,6 +125,10 @@ class DAMSMTrainer(Loop):
     def train_step(self, batch: Any) -> dict[str, float]:
         d = self.config.damsm
         images = batch.images[-1].to(self.device, non_blocking=True)
+        if d.image_noise > 0:  # drawn from (seed, step): the same after a resume
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.step + 11)
+            noise = torch.randn(images.shape, generator=gen).to(self.device)
+            images = images + d.image_noise * noise
         tokens = batch.tokens
         lengths = batch.length
         class_ids = batch.class_id.to(self.device)
