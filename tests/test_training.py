@@ -956,7 +956,9 @@ def test_resolve_device_names_a_bad_device_in_one_line():
             resolve_device("cuda")
 
 
-def test_damsm_image_noise_changes_the_losses_and_repeats(shapes_root, tmp_path):
+def test_damsm_image_noise_and_adversarial_images_change_the_losses_and_repeat(
+    shapes_root, tmp_path
+):
     def first_losses(name: str, *more: str) -> dict:
         recorder = Recorder()
         config = tiny(shapes_root, "damsm.max_steps=2", *more)
@@ -969,3 +971,23 @@ def test_damsm_image_noise_changes_the_losses_and_repeats(shapes_root, tmp_path)
     assert noisy[1]["word"] != pytest.approx(plain[1]["word"], rel=1e-6)
     with pytest.raises(ConfigError, match="damsm.image_noise"):
         tiny(shapes_root, "damsm.image_noise=-0.1")
+    # adversarial images: the worst nearby ones, so the loss they give is above the plain one
+    moved = first_losses("adv", "damsm.adversarial=0.1")
+    assert moved == first_losses("adv-again", "damsm.adversarial=0.1")
+    assert moved[1]["word"] + moved[1]["sent"] > plain[1]["word"] + plain[1]["sent"]
+    with pytest.raises(ConfigError, match="damsm.adversarial"):
+        tiny(shapes_root, "damsm.adversarial=-0.1")
+
+
+def test_damsm_adversarial_images_stay_within_their_distance(shapes_root, tmp_path):
+    from attngan.training.damsm import DAMSMTrainer
+
+    config = tiny(shapes_root, "damsm.adversarial=0.05")
+    trainer = DAMSMTrainer(config, tmp_path, device="cpu", progress=False)
+    images = torch.rand(4, 3, 64, 64) * 2 - 1
+    tokens = torch.tensor([[5, 6, 7], [5, 8, 0], [9, 6, 7], [5, 6, 0]])
+    lengths = torch.tensor([3, 2, 3, 2])
+    moved = trainer._adversarial(images, tokens, lengths, torch.arange(4))
+    assert (moved - images).abs().max() <= 0.05 + 1e-6 and moved.abs().max() <= 1
+    assert (moved - images).abs().mean() > 0.01  # moved, mostly to the corners of the box
+    assert not moved.requires_grad

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from attngan.checkpoints import build_component, load_weights, save_model
 from attngan.config import Config
@@ -141,6 +141,9 @@ class DAMSMTrainer(Loop):
             tokens = torch.cat([tokens, torch.tensor(rows, dtype=tokens.dtype)])
             lengths = torch.cat([lengths, lengths])
         tokens, lengths = tokens.to(self.device, non_blocking=True), lengths.to(self.device)
+        if d.adversarial > 0:  # the true captions' worst images near the real ones
+            own_rows = slice(0, batch_size)
+            images = self._adversarial(images, tokens[own_rows], lengths[own_rows], class_ids)
         features = self.image_encoder(images)
         text = self.text_encoder(tokens, lengths)
         match = word_match(features.regions, text.words, lengths, d.gamma1, d.gamma2)
@@ -165,6 +168,29 @@ class DAMSMTrainer(Loop):
         nn.utils.clip_grad_norm_(self.text_encoder.parameters(), d.grad_clip)
         self.optimizer.step()
         return {"loss": loss.item(), **result}
+
+    def _adversarial(
+        self, images: Tensor, tokens: Tensor, lengths: Tensor, class_ids: Tensor
+    ) -> Tensor:
+        """``damsm.adversarial``: ``images`` moved within that distance per pixel to raise the
+        matching loss (a random start drawn from (seed, step), then one signed-gradient step of
+        1.25 times the distance, projected back), detached; the encoders' weights get no
+        gradient from the search."""
+        d = self.config.damsm
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.step + 13)
+        start = (torch.rand(images.shape, generator=gen) * 2 - 1).to(self.device)
+        x = (images + d.adversarial * start).clamp(-1, 1).requires_grad_(True)
+        with torch.no_grad():
+            text = self.text_encoder(tokens, lengths)
+        f = self.image_encoder(x)
+        match = word_match(f.regions, text.words, lengths, d.gamma1, d.gamma2)
+        sent_scores = d.gamma3 * cosine_scores(f.image, text.sentence)
+        loss = matching_loss(d.gamma3 * match.scores, class_ids).total()
+        loss = loss + matching_loss(sent_scores, class_ids).total()
+        (grad,) = torch.autograd.grad(loss, x)
+        moved = x.detach() + 1.25 * d.adversarial * grad.sign()
+        low, high = images - d.adversarial, images + d.adversarial
+        return torch.minimum(torch.maximum(moved, low), high).clamp(-1, 1)
 
     def on_epoch_end(self, epoch: int) -> None:
         if self.evaluate and (epoch + 1) % self.config.damsm.eval_every == 0:
