@@ -441,19 +441,20 @@ def r1_penalty(real_logits: Tensor, real: Tensor) -> Tensor:
 
 def generator_scale_loss(disc: Discriminator, fake: Tensor, sentence: Tensor) -> Tensor:
     """The generator's adversarial loss against one discriminator (gradients flow into ``fake``)."""
-    out = disc(fake, sentence)
-    return generator_adversarial_loss(out.unconditional, out.conditional)
+    return generator_scale_terms(disc, fake, sentence)[0]
 
 
 def generator_scale_terms(
-    disc: Discriminator, fake: Tensor, sentence: Tensor, temperature: float
-) -> tuple[Tensor, Tensor]:
-    """:func:`generator_scale_loss` and, from the same features, the fakes'
-    :func:`contrastive_loss` through the discriminator's contrastive head (``train.d_contrastive``):
-    each generated image should be picked by its own caption."""
+    disc: Discriminator, fake: Tensor, sentence: Tensor, temperature: float | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`generator_scale_loss` and, with a ``temperature`` (``train.d_contrastive``), from
+    the same features the fakes' :func:`contrastive_loss` through the discriminator's contrastive
+    head: each generated image should be picked by its own caption (None without one)."""
     h = disc.features(fake)
     uncond = disc.unconditional(h) if disc.uncond_logits is not None else None
     adv = generator_adversarial_loss(uncond, disc.conditional(h, sentence))
+    if temperature is None:
+        return adv, None
     return adv, contrastive_loss(disc.embed(h), sentence, temperature)
 
 

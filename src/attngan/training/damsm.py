@@ -19,6 +19,8 @@ from attngan.losses import (
     cosine_scores,
     hard_negative_loss,
     matching_loss,
+    sentence_loss,
+    word_loss,
     word_match,
 )
 from attngan.metrics import r_precision
@@ -126,8 +128,7 @@ class DAMSMTrainer(Loop):
         d = self.config.damsm
         images = batch.images[-1].to(self.device, non_blocking=True)
         if d.image_noise > 0:  # drawn from (seed, step): the same after a resume
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.step + 11)
-            noise = torch.randn(images.shape, generator=gen).to(self.device)
+            noise = torch.randn(images.shape, generator=self._step_generator(11)).to(self.device)
             images = images + d.image_noise * noise
         tokens = batch.tokens
         lengths = batch.length
@@ -169,6 +170,11 @@ class DAMSMTrainer(Loop):
         self.optimizer.step()
         return {"loss": loss.item(), **result}
 
+    def _step_generator(self, offset: int) -> torch.Generator:
+        """A CPU generator seeded by (seed, step) and ``offset`` (one per use): the same draws
+        after a resume."""
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.step + offset)
+
     def _adversarial(
         self, images: Tensor, tokens: Tensor, lengths: Tensor, class_ids: Tensor
     ) -> Tensor:
@@ -177,16 +183,13 @@ class DAMSMTrainer(Loop):
         1.25 times the distance, projected back), detached; the encoders' weights get no
         gradient from the search."""
         d = self.config.damsm
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.step + 13)
-        start = (torch.rand(images.shape, generator=gen) * 2 - 1).to(self.device)
-        x = (images + d.adversarial * start).clamp(-1, 1).requires_grad_(True)
+        start = torch.rand(images.shape, generator=self._step_generator(13)) * 2 - 1
+        x = (images + d.adversarial * start.to(self.device)).clamp(-1, 1).requires_grad_(True)
         with torch.no_grad():
             text = self.text_encoder(tokens, lengths)
         f = self.image_encoder(x)
-        match = word_match(f.regions, text.words, lengths, d.gamma1, d.gamma2)
-        sent_scores = d.gamma3 * cosine_scores(f.image, text.sentence)
-        loss = matching_loss(d.gamma3 * match.scores, class_ids).total()
-        loss = loss + matching_loss(sent_scores, class_ids).total()
+        words = word_loss(f.regions, text.words, lengths, class_ids, d.gamma1, d.gamma2, d.gamma3)
+        loss = words.total() + sentence_loss(f.image, text.sentence, class_ids, d.gamma3).total()
         (grad,) = torch.autograd.grad(loss, x)
         moved = x.detach() + 1.25 * d.adversarial * grad.sign()
         low, high = images - d.adversarial, images + d.adversarial

@@ -370,20 +370,14 @@ class GANTrainer(Loop):
         losses["d"] = d_total
         # generator: adversarial at every scale + λ·DAMSM of the last stage + KL
         with amp:
-            contrast = None
-            if t.d_contrastive > 0:  # the same features give both terms
-                terms = [
-                    generator_scale_terms(
-                        disc, augment(fake), text.sentence, t.d_contrastive_temperature
-                    )
-                    for disc, fake in zip(self.discriminators, out.images, strict=True)
-                ]
-                adv, contrast = sum(a for a, _ in terms), sum(c for _, c in terms)
-            else:
-                adv = sum(
-                    generator_scale_loss(disc, augment(fake), text.sentence)
-                    for disc, fake in zip(self.discriminators, out.images, strict=True)
-                )
+            # with train.d_contrastive, the same features also give its term
+            temperature = t.d_contrastive_temperature if t.d_contrastive > 0 else None
+            terms = [
+                generator_scale_terms(disc, augment(fake), text.sentence, temperature)
+                for disc, fake in zip(self.discriminators, out.images, strict=True)
+            ]
+            adv = sum(a for a, _ in terms)
+            contrast = None if temperature is None else sum(c for _, c in terms)
             last = out.images[-1]
             critic_term = None
             if self.critic is not None:
