@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     real, start = read_shapes(classifier, sharp, targets), read_shapes(classifier, blob, targets)
     print(f"{len(records)} single-object scenes: real images right shape {real[0]:.3f} "
           f"(confidence {real[1]:.3f}); blob twins {start[0]:.3f} ({start[1]:.3f})")  # fmt: skip
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
     out = []
     for noise in args.noise:
         x = blob.clone().requires_grad_(True)
