@@ -991,3 +991,25 @@ def test_damsm_adversarial_images_stay_within_their_distance(shapes_root, tmp_pa
     assert (moved - images).abs().max() <= 0.05 + 1e-6 and moved.abs().max() <= 1
     assert (moved - images).abs().mean() > 0.01  # moved, mostly to the corners of the box
     assert not moved.requires_grad
+    # PGD: several projected steps, each within the same box, to a worse place than the start
+    pgd = DAMSMTrainer(
+        tiny(shapes_root, "damsm.adversarial=0.05", "damsm.adversarial_steps=4"),
+        tmp_path / "pgd", device="cpu", progress=False,
+    )  # fmt: skip
+    pgd.image_encoder.load_state_dict(trainer.image_encoder.state_dict())
+    pgd.text_encoder.load_state_dict(trainer.text_encoder.state_dict())
+    searched = pgd._adversarial(images, tokens, lengths, torch.arange(4))
+    assert (searched - images).abs().max() <= 0.05 + 1e-6 and searched.abs().max() <= 1
+    assert not torch.allclose(searched, moved)
+
+    pgd.text_encoder.eval(), pgd.image_encoder.eval()  # no dropout, no batch statistics
+    with torch.no_grad():
+        text = pgd.text_encoder(tokens, lengths)
+
+    def matching(x):
+        with torch.no_grad():
+            return pgd._matching_loss(x, text, lengths, torch.arange(4)).item()
+
+    assert matching(searched) > matching(images)
+    with pytest.raises(ConfigError, match="damsm.adversarial_steps"):
+        tiny(shapes_root, "damsm.adversarial_steps=0")

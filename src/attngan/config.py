@@ -171,9 +171,15 @@ class DAMSMConfig:
     # training (Wong et al., 2020). Robust networks' gradients follow what is seen (Santurkar et
     # al., 2019), and the GAN's generator follows this encoder's gradient
     adversarial: float = 0.0
+    # with damsm.adversarial: the attack's signed-gradient steps; 1 is fast adversarial training's
+    # one step of 1.25 times the distance, more are projected gradient descent (PGD, Madry et al.,
+    # 2018: steps of 2.5 / steps times the distance, each projected back), a stronger attack at
+    # that many more encoder passes per training step
+    adversarial_steps: int = 1
 
     def __post_init__(self) -> None:
         _at_least("damsm.batch_size", self.batch_size, 2)
+        _at_least("damsm.adversarial_steps", self.adversarial_steps, 1)
         _at_least("damsm.image_noise", self.image_noise, 0.0)
         _at_least("damsm.adversarial", self.adversarial, 0.0)
         _at_least("damsm.epochs", self.epochs, 0)

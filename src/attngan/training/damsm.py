@@ -179,21 +179,33 @@ class DAMSMTrainer(Loop):
         self, images: Tensor, tokens: Tensor, lengths: Tensor, class_ids: Tensor
     ) -> Tensor:
         """``damsm.adversarial``: ``images`` moved within that distance per pixel to raise the
-        matching loss (a random start drawn from (seed, step), then one signed-gradient step of
-        1.25 times the distance, projected back), detached; the encoders' weights get no
-        gradient from the search."""
+        matching loss (a random start drawn from (seed, step), then ``damsm.adversarial_steps``
+        signed-gradient steps, each projected back: one of 1.25 times the distance, or PGD's
+        steps of 2.5 / steps times it), detached; the encoders' weights get no gradient from the
+        search."""
         d = self.config.damsm
+        eps, steps = d.adversarial, d.adversarial_steps
+        size = 1.25 * eps if steps == 1 else 2.5 * eps / steps
         start = torch.rand(images.shape, generator=self._step_generator(13)) * 2 - 1
-        x = (images + d.adversarial * start.to(self.device)).clamp(-1, 1).requires_grad_(True)
+        x = (images + eps * start.to(self.device)).clamp(-1, 1)
         with torch.no_grad():
             text = self.text_encoder(tokens, lengths)
-        f = self.image_encoder(x)
+        for _ in range(steps):
+            x.requires_grad_(True)
+            (grad,) = torch.autograd.grad(self._matching_loss(x, text, lengths, class_ids), x)
+            moved = x.detach() + size * grad.sign()
+            x = torch.minimum(torch.maximum(moved, images - eps), images + eps).clamp(-1, 1)
+        return x
+
+    def _matching_loss(
+        self, images: Tensor, text: Any, lengths: Tensor, class_ids: Tensor
+    ) -> Tensor:
+        """The word and sentence matching losses of ``images`` against the text encoder's
+        output ``text`` for their captions (the adversarial search's objective)."""
+        d = self.config.damsm
+        f = self.image_encoder(images)
         words = word_loss(f.regions, text.words, lengths, class_ids, d.gamma1, d.gamma2, d.gamma3)
-        loss = words.total() + sentence_loss(f.image, text.sentence, class_ids, d.gamma3).total()
-        (grad,) = torch.autograd.grad(loss, x)
-        moved = x.detach() + 1.25 * d.adversarial * grad.sign()
-        low, high = images - d.adversarial, images + d.adversarial
-        return torch.minimum(torch.maximum(moved, low), high).clamp(-1, 1)
+        return words.total() + sentence_loss(f.image, text.sentence, class_ids, d.gamma3).total()
 
     def on_epoch_end(self, epoch: int) -> None:
         if self.evaluate and (epoch + 1) % self.config.damsm.eval_every == 0:
