@@ -644,6 +644,27 @@ def calibrate(root: Path, simple: bool, count: int = 480, seed: int = 0) -> dict
     return {name: crispness(classifier, to_uint8(v), labels) for name, v in cases.items()}
 
 
+@torch.no_grad()
+def overfitting(d: nn.Module, train: Tensor, held: Tensor, train_labels: Tensor | None,
+                held_labels: Tensor | None, classes: int) -> dict[str, float]:  # fmt: skip
+    """The discriminator's mean logit on training and on held-out real images (uint8, in batches
+    of 60, by their own batch statistics as its step sees reals; a throwaway copy, so its
+    running statistics stay as they were), and their difference: near 0 while it judges
+    unseen real images as the ones it learns from, large when it has learnt those by heart."""
+    d = copy.deepcopy(d).train()
+    dev = next(d.parameters()).device
+
+    def mean_logit(images: Tensor, labels: Tensor | None) -> float:
+        x = images.to(dev).float() / 127.5 - 1
+        y = labels[: len(x)].to(dev) if classes and labels is not None else None
+        logits = [d(x[i : i + 60], None if y is None else y[i : i + 60])
+                  for i in range(0, len(x), 60)]  # fmt: skip
+        return torch.cat(logits).mean().item()
+
+    seen, unseen = mean_logit(train, train_labels), mean_logit(held, held_labels)
+    return {"d_train": seen, "d_held": unseen, "d_gap": seen - unseen}
+
+
 def readout(h8: Tensor, pool: str) -> Tensor:
     """The discriminator's 8x8 map -> one vector per image: the mean or the max over positions."""
     return h8.mean((2, 3)) if pool == "mean" else h8.amax((2, 3))
@@ -709,6 +730,10 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     # the real images' shapes: the generator's and discriminator's labels with --labels, and
     # (with --ac alone) only the auxiliary classifier's, the game itself unconditional
     labels = shape_labels(Path(args.data)) if classes or args.ac else None
+    held = held_labels = None
+    if args.held_out:  # real images the discriminator never learns from
+        held = load_images(Path(args.held_out), args.simple, args.zoom)[:240]
+        held_labels = shape_labels(Path(args.held_out))[:240] if classes else None
     generators = {"attngan": UncondGenerator, "resnet": ResNetGenerator, "dcgan": DCGANGenerator}
     if args.imle < 0 or args.imle_pool < 1 or args.gan < 0:
         raise AttnGANError("--imle and --gan must be >= 0 and --imle-pool at least 1")
@@ -887,6 +912,8 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
                     emas = score(standing, None, images, classifier, fixed, scored, out, step,
                                  args.zoom, name="emas")  # fmt: skip
                     row.update({f"emas_{k}": v for k, v in emas.items()})
+            if held is not None:
+                row.update(overfitting(d, images[:240], held, labels, held_labels, classes))
             rows.append(row)
             stats = fmt({k: v for k, v in row.items() if k != "step"})
             print(f"step {step} ({time.time() - start:.0f} s): d {d_loss.item():.3f} "
@@ -1126,6 +1153,14 @@ def make_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="train the discriminator on FGSM-perturbed reals and fakes of this size (of the "
         "[-1, 1] range; Rob-GAN's adversarial training; 0: off)",
+    )
+    parser.add_argument(
+        "--held-out",
+        default="",
+        help="another `shapes` data folder (the same --simple / --zoom selection) whose images "
+        "the game never sees: each reading adds d_train and d_held, the discriminator's mean "
+        "logit on 240 training and 240 held-out real images, and d_gap, their difference (its "
+        "overfitting to the training images, as ADA's heuristic reads it; '': off)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

@@ -865,3 +865,34 @@ def test_critic_gradients_follows_the_damsm_from_blob_twins(tmp_path):
         run(argparse.Namespace(**{**vars(args), "critic": "d", "checkpoint": None}))
     with pytest.raises(AttnGANError, match="has no feature critic"):
         run(argparse.Namespace(**{**vars(args), "critic": "f", "checkpoint": str(tmp_path)}))
+
+
+def test_gan_loop_held_out_reads_the_discriminator_s_overfitting(tmp_path):
+    from gan_loop import make_parser, run
+
+    from attngan.data.shapes import build_shapes
+
+    root, other = tmp_path / "shapes", tmp_path / "other"
+    build_shapes(root, num_train=24, num_test=2, image_size=64, workers=1, progress=False)
+    build_shapes(other, num_train=24, num_test=2, image_size=64, workers=1, progress=False,
+                 seed=1)  # fmt: skip
+    small = ["--data", str(root), "--steps", "4", "--every", "2", "--batch", "4", "--gf", "4",
+             "--df", "4"]  # fmt: skip
+
+    def rows(*extra: str) -> list[dict]:
+        return run(make_parser().parse_args([str(tmp_path / "out"), *small, *extra]))
+
+    plain = rows()
+    grid = (tmp_path / "out" / "step-00004.png").read_bytes()  # the last samples
+    # its own training images as the held-out set: the same images, the same verdict
+    same = rows("--held-out", str(root))
+    assert all(row["d_gap"] == pytest.approx(0, abs=1e-5) for row in same)
+    # other images: another verdict, and the reading leaves the game itself as it was
+    unseen = rows("--held-out", str(other))
+    assert unseen[-1]["d_gap"] != pytest.approx(0, abs=1e-4)
+    assert unseen[-1]["d_train"] == pytest.approx(same[-1]["d_train"], rel=1e-5)
+    assert (tmp_path / "out" / "step-00004.png").read_bytes() == grid
+    assert [row["objects"] for row in unseen] == [row["objects"] for row in plain]
+    # with labels, the projection term reads each held-out image's own shape
+    labelled = rows("--simple", "--labels", "--held-out", str(other))
+    assert {"d_train", "d_held", "d_gap"} <= set(labelled[-1])
