@@ -645,17 +645,26 @@ def calibrate(root: Path, simple: bool, count: int = 480, seed: int = 0) -> dict
 
 
 @torch.no_grad()
-def overfitting(d: nn.Module, train: Tensor, held: Tensor, train_labels: Tensor | None,
-                held_labels: Tensor | None, classes: int) -> dict[str, float]:  # fmt: skip
+def overfitting(
+    d: nn.Module,
+    train: Tensor,
+    held: Tensor,
+    train_labels: Tensor | None,
+    held_labels: Tensor | None,
+    classes: int,
+    sigma: float = 0.0,
+) -> dict[str, float]:
     """The discriminator's mean logit on training and on held-out real images (uint8, in batches
-    of 60, by their own batch statistics as its step sees reals; a throwaway copy, so its
-    running statistics stay as they were), and their difference: near 0 while it judges
-    unseen real images as the ones it learns from, large when it has learnt those by heart."""
+    of 60, by their own batch statistics as its step sees reals, through ``--d-blur``'s
+    ``sigma`` when it has one; a throwaway copy, so its running statistics stay as they were),
+    and their difference: near 0 while it judges unseen real images as the ones it learns from,
+    large when it has learnt those by heart."""
     d = copy.deepcopy(d).train()
     dev = next(d.parameters()).device
 
     def mean_logit(images: Tensor, labels: Tensor | None) -> float:
         x = images.to(dev).float() / 127.5 - 1
+        x = blur(x, sigma) if sigma > 0 else x
         y = labels[: len(x)].to(dev) if classes and labels is not None else None
         logits = [d(x[i : i + 60], None if y is None else y[i : i + 60])
                   for i in range(0, len(x), 60)]  # fmt: skip
@@ -913,7 +922,9 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
                                  args.zoom, name="emas")  # fmt: skip
                     row.update({f"emas_{k}": v for k, v in emas.items()})
             if held is not None:
-                row.update(overfitting(d, images[:240], held, labels, held_labels, classes))
+                row.update(
+                    overfitting(d, images[:240], held, labels, held_labels, classes, args.d_blur)
+                )
             rows.append(row)
             stats = fmt({k: v for k, v in row.items() if k != "step"})
             print(f"step {step} ({time.time() - start:.0f} s): d {d_loss.item():.3f} "

@@ -894,5 +894,5 @@ def test_gan_loop_held_out_reads_the_discriminator_s_overfitting(tmp_path):
     assert (tmp_path / "out" / "step-00004.png").read_bytes() == grid
     assert [row["objects"] for row in unseen] == [row["objects"] for row in plain]
     # with labels, the projection term reads each held-out image's own shape
-    labelled = rows("--simple", "--labels", "--held-out", str(other))
+    labelled = rows("--simple", "--labels", "--d-blur", "1", "--held-out", str(other))
     assert {"d_train", "d_held", "d_gap"} <= set(labelled[-1])
