@@ -665,7 +665,7 @@ def overfitting(
     def mean_logit(images: Tensor, labels: Tensor | None) -> float:
         x = images.to(dev).float() / 127.5 - 1
         x = blur(x, sigma) if sigma > 0 else x
-        y = labels[: len(x)].to(dev) if classes and labels is not None else None
+        y = labels[: len(x)].to(dev) if classes else None  # (labels come with classes)
         logits = [d(x[i : i + 60], None if y is None else y[i : i + 60])
                   for i in range(0, len(x), 60)]  # fmt: skip
         return torch.cat(logits).mean().item()
@@ -741,6 +741,8 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     labels = shape_labels(Path(args.data)) if classes or args.ac else None
     held = held_labels = None
     if args.held_out:  # real images the discriminator never learns from
+        if not Path(args.held_out).is_dir():  # (the data reader's message would name --data)
+            raise AttnGANError(f"--held-out folder not found: {args.held_out}")
         held = load_images(Path(args.held_out), args.simple, args.zoom)[:240]
         held_labels = shape_labels(Path(args.held_out))[:240] if classes else None
     generators = {"attngan": UncondGenerator, "resnet": ResNetGenerator, "dcgan": DCGANGenerator}

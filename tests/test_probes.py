@@ -896,3 +896,5 @@ def test_gan_loop_held_out_reads_the_discriminator_s_overfitting(tmp_path):
     # with labels, the projection term reads each held-out image's own shape
     labelled = rows("--simple", "--labels", "--d-blur", "1", "--held-out", str(other))
     assert {"d_train", "d_held", "d_gap"} <= set(labelled[-1])
+    with pytest.raises(AttnGANError, match="--held-out folder not found"):
+        rows("--held-out", str(tmp_path / "missing"))
